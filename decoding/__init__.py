@@ -1,0 +1,31 @@
+"""decoding: a readable, exact and fast reimplementation of ``model.generate``.
+
+The drop-in door::
+
+    import decoding
+    out = decoding.generate(model, input_ids, attention_mask=mask, max_new_tokens=40,
+                            do_sample=True, temperature=0.7, top_k=50, top_p=0.9)
+
+The research door: every box of the data flow is public (see docs/how-it-works.md).
+"""
+
+from .config import Settings, UnknownArgumentError, resolve_settings
+from .generate import GenerationInterrupted, generate
+from .inputs import left_pad
+from .outputs import GenerateOutput
+from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
+                         TopKLogitsWarper, TopPLogitsWarper, build_pipeline)
+from .runner import ModelRunner
+from .stopping import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
+                       StoppingCriteriaList)
+from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "generate", "GenerateOutput", "GenerationInterrupted", "Settings", "UnknownArgumentError",
+    "resolve_settings", "left_pad", "LogitsProcessor", "LogitsProcessorList", "PipelineContext",
+    "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
+    "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
+    "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
+]

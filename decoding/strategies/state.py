@@ -1,0 +1,89 @@
+"""What every strategy shares: the growing sequences, finished rows, recorded scores, streaming.
+
+A strategy decides *which* token each row takes; :class:`SequenceState` does the rest the way
+the reference does it, in its order: pad the finished rows, append, run the stopping criteria,
+stream the new tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from ..outputs import GenerateOutput
+from ..stopping import StoppingCriteriaList
+
+
+class SequenceState:
+    """Sequences ``[rows, length]`` int64 plus per-row done flags, scores and logits per step.
+
+    Args:
+        prompt_ids: ``[rows, prompt_len]`` int64 (expanded, left-padded).
+        criteria: the stopping criteria; a row is done once any of them says so.
+        pad_token_id: written instead of the chosen token in finished rows, when some criterion
+            has an ``eos_token_id`` (the reference's rule).
+        streamer: gets the prompt now, each step's tokens in ``append``, and ``end()`` in ``finish``.
+        output_scores / output_logits: record the processed scores / raw logits of every step.
+        capacity: initial width of the token buffer (it grows if needed).
+    """
+
+    def __init__(self, prompt_ids: torch.LongTensor, criteria: StoppingCriteriaList,
+                 pad_token_id: Optional[torch.Tensor], streamer: Any = None,
+                 output_scores: bool = False, output_logits: bool = False, capacity: int = 0):
+        rows, prompt_len = prompt_ids.shape
+        self._buffer = prompt_ids.new_empty(rows, max(capacity, prompt_len + 1))
+        self._buffer[:, :prompt_len] = prompt_ids
+        self.length = prompt_len
+        self.prompt_length = prompt_len
+        self.criteria = criteria
+        self.pad_token_id = pad_token_id if criteria.pads_finished_rows else None
+        self.streamer = streamer
+        self.unfinished = torch.ones(rows, dtype=torch.bool, device=prompt_ids.device)
+        self.done = False
+        self.scores: Optional[list] = [] if output_scores else None
+        self.logits: Optional[list] = [] if output_logits else None
+        if streamer is not None:
+            streamer.put(prompt_ids.cpu())
+
+    @property
+    def sequences(self) -> torch.LongTensor:
+        """``[rows, length]``: the prompt and every token appended so far."""
+        return self._buffer[:, :self.length]
+
+    def record(self, logits: torch.FloatTensor, scores: torch.FloatTensor) -> None:
+        """Keep this step's raw logits and processed scores when the caller asked for them."""
+        if self.scores is not None:
+            self.scores.append(scores)
+        if self.logits is not None:
+            self.logits.append(logits)
+
+    def append(self, tokens: torch.LongTensor) -> torch.LongTensor:
+        """Append one token per row (``[rows]`` int64); returns the tokens written (pads included)."""
+        if self.pad_token_id is not None:
+            tokens = torch.where(self.unfinished, tokens, self.pad_token_id)
+        if self.length == self._buffer.shape[1]:
+            grown = self._buffer.new_empty(self._buffer.shape[0], 2 * self.length)
+            grown[:, :self.length] = self._buffer
+            self._buffer = grown
+        self._buffer[:, self.length] = tokens
+        self.length += 1
+        scores = tuple(self.scores) if self.scores is not None else None
+        self.unfinished &= ~self.criteria(self.sequences, scores)
+        if self.streamer is not None:
+            self.streamer.put(tokens.cpu())
+        self.done = not bool(self.unfinished.any())
+        return tokens
+
+    def finish(self, return_dict: bool, cache: Any = None, **extra: Any):
+        """End the stream and build the result: a LongTensor, or a :class:`GenerateOutput`."""
+        if self.streamer is not None:
+            self.streamer.end()
+        sequences = self.sequences.clone()
+        if not return_dict:
+            return sequences
+        return GenerateOutput(
+            sequences=sequences,
+            scores=tuple(self.scores) if self.scores is not None else None,
+            logits=tuple(self.logits) if self.logits is not None else None,
+            past_key_values=cache, **extra)
