@@ -9,6 +9,7 @@ The drop-in door::
 The research door: every box of the data flow is public (see docs/how-it-works.md).
 """
 
+from .compare import Comparison, compare
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate
 from .inputs import left_pad
@@ -23,7 +24,7 @@ from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
 __version__ = "0.1.0"
 
 __all__ = [
-    "generate", "GenerateOutput", "GenerationInterrupted", "Settings", "UnknownArgumentError",
+    "generate", "compare", "Comparison", "GenerateOutput", "GenerationInterrupted", "Settings", "UnknownArgumentError",
     "resolve_settings", "left_pad", "LogitsProcessor", "LogitsProcessorList", "PipelineContext",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
