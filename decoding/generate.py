@@ -50,6 +50,7 @@ def generate(
     logits_processor: Optional[Iterable[Callable]] = None,
     stopping_criteria: Optional[Iterable[Callable]] = None,
     streamer: Any = None,
+    tokenizer: Any = None,
     prefix_allowed_tokens_fn: Optional[Callable] = None,
     assistant_model: Any = None,
     negative_prompt_ids: Optional[torch.LongTensor] = None,
@@ -69,6 +70,7 @@ def generate(
         logits_processor: extra processors, merged into the pipeline as the reference merges them.
         stopping_criteria: extra criteria, merged as the reference merges them.
         streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`).
+        tokenizer: the model's tokenizer; needed for ``stop_strings``.
         **kwargs: generation-config fields with the reference's names and defaults
             (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``,
             ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_scores``,
@@ -112,7 +114,8 @@ def generate(
     context = PipelineContext(vocab_size=_vocab_width(model), prompt_length=prompt_length,
                               eos_token_ids=eos, num_beams=settings.num_beams, device=device)
     processors = build_pipeline(settings, context, logits_processor or [])
-    criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [])
+    criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
+                              stop_strings=settings.stop_strings, tokenizer=tokenizer)
     return run_strategy(model, input_ids, attention_mask, settings, processors, criteria, pad,
                         streamer, max_length)
 

@@ -26,3 +26,24 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+@functools.lru_cache(maxsize=None)
+def byte_fallback_tokenizer() -> PreTrainedTokenizerFast:
+    """A SentencePiece-style tokenizer: '▁' for spaces, <0xNN> byte-fallback tokens, a few merges."""
+    from tokenizers import normalizers
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    pieces = ["▁", "s", "t", "o", "p", "a", "e", "l", "r", "n", "x", "h", "i"]
+    for piece in pieces:
+        vocab[piece] = len(vocab)
+    merges = [("▁", "s"), ("t", "o"), ("▁s", "to"), ("▁sto", "p"), ("o", "p"), ("e", "r"), ("p", "er")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
