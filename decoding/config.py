@@ -90,7 +90,7 @@ NOT_YET_IMPLEMENTED: dict[str, Any] = {
     "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
     "remove_invalid_values": False, "renormalize_logits": False, "guidance_scale": None,
     "watermarking_config": None, "min_length": 0, "min_new_tokens": None, "num_beams": 1, "prompt_lookup_num_tokens": None,
-    "assistant_early_exit": None, "output_attentions": False, "output_hidden_states": False,
+    "assistant_early_exit": None,
     "prefix_allowed_tokens_fn": None, "assistant_model": None, "negative_prompt_ids": None,
     "negative_prompt_attention_mask": None, "past_key_values": None, "seed": None, "order": None,
 }

@@ -125,12 +125,15 @@ def run_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: torch.
                  pad: Optional[torch.Tensor], streamer: Any, max_length: int):
     """Run the loop the settings select on prepared (expanded) inputs and return the result."""
     return_dict = bool(settings.return_dict_in_generate)
+    attentions, hidden_states = bool(settings.output_attentions), bool(settings.output_hidden_states)
     runner = ModelRunner(model, attention_mask, max_length, use_cache=bool(settings.use_cache),
-                         output_device=input_ids.device)
+                         output_device=input_ids.device, output_attentions=attentions,
+                         output_hidden_states=hidden_states)
     state = SequenceState(input_ids, criteria, pad, streamer,
                           output_scores=return_dict and bool(settings.output_scores),
                           output_logits=return_dict and bool(settings.output_logits),
-                          capacity=max_length)
+                          output_attentions=return_dict and attentions,
+                          output_hidden_states=return_dict and hidden_states, capacity=max_length)
     strategy = sample if settings.do_sample else greedy_search
     try:
         strategy(runner, input_ids, processors, state)

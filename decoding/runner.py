@@ -39,11 +39,13 @@ class ModelRunner:
         max_length: the longest the sequences can get (sizes the mask buffer).
         use_cache: False re-feeds the whole sequence every step, as the reference does.
         output_device: where logits are returned (the device of ``input_ids``).
+        output_attentions / output_hidden_states: ask the model for them; the latest forward's
+            output stays in ``last_output``.
     """
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, max_length: int,
                  use_cache: bool = True, output_device: Optional[torch.device] = None,
-                 cache: Any = None):
+                 cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False):
         self.model = model
         self.use_cache = use_cache
         self.device = model_device(model)
@@ -60,6 +62,10 @@ class ModelRunner:
         self._tokens: Optional[torch.Tensor] = None  # all tokens, only kept when use_cache=False
         forward = getattr(model, "forward", model)
         self._extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(forward).parameters else {}
+        if output_attentions:
+            self._extra["output_attentions"] = True
+        if output_hidden_states:
+            self._extra["output_hidden_states"] = True
         if cache is not None:
             self.cache = cache
         elif use_cache:

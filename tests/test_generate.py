@@ -216,3 +216,23 @@ def test_returned_cache_has_length_minus_one():
                             return_dict_in_generate=True)
     assert out.past_key_values.get_seq_length() == out.sequences.shape[1] - 1
     assert "sequences" in out and out["sequences"] is out.sequences and "scores" not in out
+
+
+def test_attentions_and_hidden_states_match():
+    model = tiny_model("llama")
+    model.config._attn_implementation = "eager"  # sdpa cannot return attention weights
+    try:
+        ids, mask = prompts(2, 4)
+        reference, ours = both(model, ids, 0, attention_mask=mask, max_new_tokens=4, return_dict_in_generate=True,
+                               output_attentions=True, output_hidden_states=True, output_scores=True,
+                               output_logits=True)
+    finally:
+        model.config._attn_implementation = "sdpa"
+    assert_same(reference, ours)
+    for name in ("attentions", "hidden_states"):
+        theirs, mine = getattr(reference, name), getattr(ours, name)
+        assert len(theirs) == len(mine) == 4
+        for step_r, step_o in zip(theirs, mine):
+            assert len(step_r) == len(step_o)
+            for r, o in zip(step_r, step_o):
+                torch.testing.assert_close(o, r, atol=1e-6, rtol=0)

@@ -20,7 +20,7 @@ def greedy_search(runner: ModelRunner, prompt_ids, processors: LogitsProcessorLi
     logits = runner.prefill(prompt_ids)                     # [rows, vocab] float32
     while True:
         scores = processors(state.sequences, logits)
-        state.record(logits, scores)
+        state.record(logits, scores, runner.last_output)
         tokens = state.append(scores.argmax(dim=-1))        # finished rows get pad
         if state.done:
             return state

@@ -35,7 +35,7 @@ def sample(runner: ModelRunner, prompt_ids, processors: LogitsProcessorList, sta
     logits = runner.prefill(prompt_ids)                     # [rows, vocab] float32
     while True:
         scores = processors(state.sequences, logits)
-        state.record(logits, scores)
+        state.record(logits, scores, runner.last_output)
         tokens = state.append(draw(scores))                 # finished rows get pad
         if state.done:
             return state

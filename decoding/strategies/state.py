@@ -30,7 +30,8 @@ class SequenceState:
 
     def __init__(self, prompt_ids: torch.LongTensor, criteria: StoppingCriteriaList,
                  pad_token_id: Optional[torch.Tensor], streamer: Any = None,
-                 output_scores: bool = False, output_logits: bool = False, capacity: int = 0):
+                 output_scores: bool = False, output_logits: bool = False, capacity: int = 0,
+                 output_attentions: bool = False, output_hidden_states: bool = False):
         rows, prompt_len = prompt_ids.shape
         self._buffer = prompt_ids.new_empty(rows, max(capacity, prompt_len + 1))
         self._buffer[:, :prompt_len] = prompt_ids
@@ -43,6 +44,8 @@ class SequenceState:
         self.done = False
         self.scores: Optional[list] = [] if output_scores else None
         self.logits: Optional[list] = [] if output_logits else None
+        self.attentions: Optional[list] = [] if output_attentions else None
+        self.hidden_states: Optional[list] = [] if output_hidden_states else None
         if streamer is not None:
             streamer.put(prompt_ids.cpu())
 
@@ -51,12 +54,16 @@ class SequenceState:
         """``[rows, length]``: the prompt and every token appended so far."""
         return self._buffer[:, :self.length]
 
-    def record(self, logits: torch.FloatTensor, scores: torch.FloatTensor) -> None:
-        """Keep this step's raw logits and processed scores when the caller asked for them."""
+    def record(self, logits: torch.FloatTensor, scores: torch.FloatTensor, model_output: Any = None) -> None:
+        """Keep this step's raw logits, processed scores (and attentions, hidden states) when asked for."""
         if self.scores is not None:
             self.scores.append(scores)
         if self.logits is not None:
             self.logits.append(logits)
+        if self.attentions is not None:
+            self.attentions.append(model_output.attentions)
+        if self.hidden_states is not None:
+            self.hidden_states.append(model_output.hidden_states)
 
     def append(self, tokens: torch.LongTensor) -> torch.LongTensor:
         """Append one token per row (``[rows]`` int64); returns the tokens written (pads included)."""
@@ -86,4 +93,6 @@ class SequenceState:
             sequences=sequences,
             scores=tuple(self.scores) if self.scores is not None else None,
             logits=tuple(self.logits) if self.logits is not None else None,
+            attentions=tuple(self.attentions) if self.attentions is not None else None,
+            hidden_states=tuple(self.hidden_states) if self.hidden_states is not None else None,
             past_key_values=cache, **extra)
