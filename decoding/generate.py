@@ -19,7 +19,7 @@ from .runner import ModelRunner
 from .stopping import StoppingCriteriaList, build_stopping
 from .strategies import SequenceState, greedy_search, sample
 from .validation import (check_attention_mask, check_input_ids, check_not_yet_implemented,
-                         check_settings, input_vocab_size)
+                         check_processor_inputs, check_settings, input_vocab_size)
 
 
 class GenerationInterrupted(RuntimeError):
@@ -108,11 +108,20 @@ def generate(
     max_length = resolve_max_length(settings, prompt_length, model)
 
     rows_per_prompt = max(settings.num_beams, settings.num_return_sequences)
+    vocab_size = _vocab_width(model)
+    check_processor_inputs(settings, vocab_size, input_ids.shape[0], rows_per_prompt, prefix_allowed_tokens_fn,
+                           negative_prompt_ids, negative_prompt_attention_mask)
+    prompt_ids = input_ids
     input_ids = expand_rows(input_ids, rows_per_prompt)
     attention_mask = expand_rows(attention_mask, rows_per_prompt)
 
-    context = PipelineContext(vocab_size=_vocab_width(model), prompt_length=prompt_length,
-                              eos_token_ids=eos, num_beams=settings.num_beams, device=device)
+    context = PipelineContext(vocab_size=vocab_size, prompt_length=prompt_length,
+                              eos_token_ids=eos, num_beams=settings.num_beams, device=device,
+                              max_length=max_length, prompt_ids=prompt_ids, attention_mask=attention_mask,
+                              model=model, use_cache=bool(settings.use_cache),
+                              prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                              negative_prompt_ids=negative_prompt_ids,
+                              negative_prompt_attention_mask=negative_prompt_attention_mask)
     processors = build_pipeline(settings, context, logits_processor or [])
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
