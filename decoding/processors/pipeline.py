@@ -27,6 +27,7 @@ from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcesso
                    PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                    SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
 from .base import LogitsProcessorList, ProcessorFn
+from .beyond import beyond_processors, beyond_warpers
 from .guidance import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from .lengths import (ExponentialDecayLengthPenalty, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
                       MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor)
@@ -73,6 +74,10 @@ class PipelineContext:
     prefix_allowed_tokens_fn: Optional[Callable] = None
     negative_prompt_ids: Optional[torch.Tensor] = None
     negative_prompt_attention_mask: Optional[torch.Tensor] = None
+    # beyond the reference: per-row seeds (``generate(seed=...)``, for XTC's coins) and the tokenizer
+    # (for ``dry_sequence_breakers`` given as strings)
+    seeds: Optional[list] = None
+    tokenizer: Any = None
 
     @property
     def min_tokens_to_keep(self) -> int:
@@ -186,8 +191,8 @@ def _finishers(settings, context: PipelineContext) -> list[ProcessorFn]:
 def build_pipeline(settings, context: PipelineContext,
                    user_processors: Iterable[ProcessorFn] = ()) -> LogitsProcessorList:
     """The processors a call with these settings applies, in order."""
-    pipeline = merge_by_class(_processors(settings, context), user_processors)
+    pipeline = merge_by_class(_processors(settings, context) + beyond_processors(settings, context), user_processors)
     if settings.do_sample:
-        pipeline.extend(_warpers(settings, context))
+        pipeline.extend(beyond_warpers(settings, context, _warpers(settings, context)))
     pipeline.extend(_finishers(settings, context))
     return LogitsProcessorList(pipeline)
