@@ -378,3 +378,19 @@ def test_invalid_values_raise_before_the_first_forward(name, value):
     finally:
         hook.remove()
     assert calls == []
+
+
+def test_string_sequence_breakers_are_encoded_with_the_tokenizer():
+    from tests.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    model = tiny_model("llama")
+    ids, mask = prompts(1, 0)
+    built = decoding.pipeline(model, ids, attention_mask=mask, tokenizer=tokenizer, dry_multiplier=1.0,
+                              dry_sequence_breakers=["\n", ":", 7])
+    dry = next(p for p in built if p.name == "dry_multiplier")
+    expected = {tokenizer.encode("\n", add_special_tokens=False)[0], tokenizer.encode(":", add_special_tokens=False)[0], 7}
+    assert set(dry.dry_sequence_breakers) == expected
+    with pytest.raises(ValueError, match="dry_sequence_breakers"):   # two tokens: not a single-token breaker
+        decoding.pipeline(model, ids, attention_mask=mask, tokenizer=tokenizer, dry_multiplier=1.0,
+                          dry_sequence_breakers=["ab"])
