@@ -16,16 +16,16 @@ result for the other engines' presets.
 from __future__ import annotations
 
 from .base import ProcessorFn
-from .bias import AllowedTokenIdsLogitsProcessor, LogitBiasLogitsProcessor
-from .dry import DRYLogitsProcessor, breaker_token_ids
-from .dynatemp import DynamicTemperatureLogitsWarper
-from .mirostat import MirostatV2LogitsWarper
-from .presence import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
+from .bias import AllowedTokenIdsLogitsProcessor, LogitBiasLogitsProcessor, check_allowed_token_ids, check_logit_bias
+from .dry import DRYLogitsProcessor, breaker_token_ids, check_breakers, check_dry
+from .dynatemp import DynamicTemperatureLogitsWarper, check_dynatemp
+from .mirostat import MirostatV2LogitsWarper, check_mirostat
+from .presence import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor, check_penalty
 from .top_n_sigma import TopNSigmaLogitsWarper
 from .warpers import TemperatureLogitsWarper
-from .xtc import XTCLogitsWarper
+from .xtc import XTCLogitsWarper, check_xtc
 
-# Defaults of the second knob of a pair when only the first is set (llama.cpp's defaults).
+# Defaults of the companion knobs when only the main one is set (llama.cpp's defaults).
 DEFAULTS = {"xtc_threshold": 0.1, "dry_base": 1.75, "dry_allowed_length": 2, "dry_penalty_last_n": -1,
             "mirostat_eta": 0.1, "dynatemp_exponent": 1.0}
 
@@ -78,17 +78,10 @@ def check_beyond_settings(settings) -> None:
     Raises:
         ValueError: naming the knob, its value and the valid range.
     """
-    from .bias import check_allowed_token_ids, check_logit_bias
-    from .dry import check_breakers, check_dry
-    from .dynatemp import check_dynatemp
-    from .mirostat import check_mirostat
-    from .presence import _check_penalty
-    from .xtc import check_xtc
-
     s = settings
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(s, name) is not None:
-            _check_penalty(name, getattr(s, name))
+            check_penalty(name, getattr(s, name))
     if s.logit_bias is not None:
         check_logit_bias(s.logit_bias)
     if s.allowed_token_ids is not None:

@@ -6,10 +6,11 @@ built only when its knob asks for it:
 1. guidance, sequence bias, encoder repetition penalty, repetition penalty, no-repeat n-gram,
    encoder no-repeat n-gram, bad words, min length, min new tokens, prefix constraint, forced
    bos, forced eos, inf/nan removal, exponential decay length penalty, suppress tokens, suppress
-   tokens at begin; then
+   tokens at begin; then the penalties and biases beyond the reference (``processors/beyond.py``); then
 2. the user's ``logits_processor=[...]``: a user processor whose class name equals a built-in
    one replaces it in place, the others are appended here; then
-3. the warpers, only when sampling: temperature, top-h, top-k, top-p, min-p, typical, epsilon, eta;
+3. the warpers, only when sampling: temperature, top-h, top-k, top-p, min-p, typical, epsilon, eta
+   (then the samplers beyond the reference; ``dynatemp_range`` replaces temperature);
 4. watermarking, then ``renormalize_logits`` last.
 
 The result is a :class:`LogitsProcessorList`: inspect it, reorder it, or pass your own.

@@ -26,7 +26,8 @@ def generated_counts(input_ids: torch.LongTensor, prompt_length: int, vocab: int
     return counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=dtype))
 
 
-def _check_penalty(name: str, value) -> float:
+def check_penalty(name: str, value) -> float:
+    """``presence_penalty`` / ``frequency_penalty``: a number in [-2, 2]; returns it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not -2.0 <= value <= 2.0:
         raise ValueError(f"`{name}` must be a number in [-2, 2] (the OpenAI range; 0 disables it), "
                          f"but is {value!r}.")
@@ -47,7 +48,7 @@ class PresencePenaltyLogitsProcessor(LogitsProcessor):
     name = "presence_penalty"
 
     def __init__(self, presence_penalty: float, prompt_length: int):
-        self.presence_penalty = _check_penalty("presence_penalty", presence_penalty)
+        self.presence_penalty = check_penalty("presence_penalty", presence_penalty)
         self.prompt_length = int(prompt_length)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -69,7 +70,7 @@ class FrequencyPenaltyLogitsProcessor(LogitsProcessor):
     name = "frequency_penalty"
 
     def __init__(self, frequency_penalty: float, prompt_length: int):
-        self.frequency_penalty = _check_penalty("frequency_penalty", frequency_penalty)
+        self.frequency_penalty = check_penalty("frequency_penalty", frequency_penalty)
         self.prompt_length = int(prompt_length)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
