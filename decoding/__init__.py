@@ -11,7 +11,7 @@ The research door: every box of the data flow is public (see docs/how-it-works.m
 
 from .compare import Comparison, compare
 from .config import Settings, UnknownArgumentError, resolve_settings
-from .generate import GenerationInterrupted, generate
+from .generate import GenerationInterrupted, generate, pipeline
 from .inputs import left_pad
 from .outputs import GenerateOutput
 from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
@@ -24,7 +24,7 @@ from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
 __version__ = "0.1.0"
 
 __all__ = [
-    "generate", "compare", "Comparison", "GenerateOutput", "GenerationInterrupted", "Settings", "UnknownArgumentError",
+    "generate", "pipeline", "compare", "Comparison", "GenerateOutput", "GenerationInterrupted", "Settings", "UnknownArgumentError",
     "resolve_settings", "left_pad", "LogitsProcessor", "LogitsProcessorList", "PipelineContext",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",

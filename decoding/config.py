@@ -61,6 +61,11 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
     "exponential_decay_length_penalty", "remove_invalid_values", "renormalize_logits",
     "guidance_scale", "watermarking_config", "length_penalty",
+    # processors beyond the reference (docs/processors-beyond.md); None means off
+    "presence_penalty", "frequency_penalty", "logit_bias", "allowed_token_ids", "top_n_sigma",
+    "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
+    "dry_sequence_breakers", "dry_penalty_last_n", "mirostat_tau", "mirostat_eta", "dynatemp_range",
+    "dynatemp_exponent",
     # special tokens
     "bos_token_id", "eos_token_id", "pad_token_id",
     # outputs
@@ -83,16 +88,9 @@ CALL_ARGUMENTS: tuple[str, ...] = (
 # Knobs of the reference that this version of `decoding` does not implement yet. Setting one to a
 # value other than its default raises NotImplementedError naming it (never a silent difference).
 NOT_YET_IMPLEMENTED: dict[str, Any] = {
-    "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": None,
-    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "sequence_bias": None,
-    "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
-    "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
-    "remove_invalid_values": False, "renormalize_logits": False, "guidance_scale": None,
-    "watermarking_config": None, "min_length": 0, "min_new_tokens": None, "num_beams": 1, "prompt_lookup_num_tokens": None,
+    "num_beams": 1, "prompt_lookup_num_tokens": None,
     "assistant_early_exit": None,
-    "prefix_allowed_tokens_fn": None, "assistant_model": None, "negative_prompt_ids": None,
-    "negative_prompt_attention_mask": None, "past_key_values": None, "seed": None, "order": None,
+    "assistant_model": None, "past_key_values": None,
 }
 
 

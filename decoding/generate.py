@@ -8,18 +8,19 @@ pass, builds the pieces of the data flow and hands them to one strategy loop:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import torch
 
 from .config import Settings, resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
+from .processors.orders import check_order, reorder
 from .runner import ModelRunner
 from .stopping import StoppingCriteriaList, build_stopping
-from .strategies import SequenceState, greedy_search, sample
+from .strategies import SequenceState, greedy_search, multinomial, row_seeds, sample, seeded_draw
 from .validation import (check_attention_mask, check_input_ids, check_not_yet_implemented,
-                         check_settings, input_vocab_size)
+                         check_processor_inputs, check_settings, input_vocab_size)
 
 
 class GenerationInterrupted(RuntimeError):
@@ -85,12 +86,49 @@ def generate(
         NotImplementedError: a knob of the reference this version does not implement.
         GenerationInterrupted: an error or Ctrl-C during the loop; ``.partial`` keeps the tokens so far.
     """
+    call = prepare_call(model, input_ids, attention_mask, generation_config=generation_config,
+                        logits_processor=logits_processor, stopping_criteria=stopping_criteria, tokenizer=tokenizer,
+                        prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, assistant_model=assistant_model,
+                        negative_prompt_ids=negative_prompt_ids,
+                        negative_prompt_attention_mask=negative_prompt_attention_mask,
+                        past_key_values=past_key_values, seed=seed, order=order, kwargs=kwargs)
+    return run_strategy(model, call.input_ids, call.attention_mask, call.settings, call.processors, call.criteria,
+                        call.pad, streamer, call.max_length, seeds=call.seeds)
+
+
+class PreparedCall(NamedTuple):
+    """Everything ``generate`` builds before the first forward pass (see :func:`prepare_call`)."""
+
+    settings: Settings
+    input_ids: torch.LongTensor        # [rows, prompt_len] int64, expanded
+    attention_mask: torch.LongTensor   # [rows, prompt_len] 0/1, expanded
+    processors: LogitsProcessorList
+    criteria: StoppingCriteriaList
+    pad: Optional[torch.Tensor]
+    max_length: int
+    seeds: Optional[list[int]]         # one per row with ``seed=``, else None
+
+
+def prepare_call(model: Any, input_ids: Optional[torch.LongTensor], attention_mask: Optional[torch.LongTensor], *,
+                 generation_config: Any = None, logits_processor: Optional[Iterable[Callable]] = None,
+                 stopping_criteria: Optional[Iterable[Callable]] = None, tokenizer: Any = None,
+                 prefix_allowed_tokens_fn: Optional[Callable] = None, assistant_model: Any = None,
+                 negative_prompt_ids: Optional[torch.LongTensor] = None,
+                 negative_prompt_attention_mask: Optional[torch.LongTensor] = None, past_key_values: Any = None,
+                 seed: Any = None, order: Any = None, kwargs: Optional[dict] = None) -> PreparedCall:
+    """Resolve and check the arguments of :func:`generate` and build its pipeline, without running the model.
+
+    ``generate`` and ``decoding.pipeline`` both go through here, so the pipeline one shows is the
+    one the other runs.
+    """
+    kwargs = dict(kwargs or {})
     settings = resolve_settings(model, generation_config, kwargs)
     check_not_yet_implemented(settings, {
         "prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "assistant_model": assistant_model,
         "negative_prompt_ids": negative_prompt_ids, "past_key_values": past_key_values,
         "negative_prompt_attention_mask": negative_prompt_attention_mask, "seed": seed, "order": order})
     check_settings(settings)
+    check_order(order)
 
     device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
     eos, pad = special_tokens(settings, device)
@@ -108,22 +146,61 @@ def generate(
     max_length = resolve_max_length(settings, prompt_length, model)
 
     rows_per_prompt = max(settings.num_beams, settings.num_return_sequences)
+    seeds = row_seeds(seed, input_ids.shape[0] * rows_per_prompt)
+    vocab_size = _vocab_width(model)
+    check_processor_inputs(settings, vocab_size, input_ids.shape[0], rows_per_prompt, prefix_allowed_tokens_fn,
+                           negative_prompt_ids, negative_prompt_attention_mask)
+    prompt_ids = input_ids
     input_ids = expand_rows(input_ids, rows_per_prompt)
     attention_mask = expand_rows(attention_mask, rows_per_prompt)
 
-    context = PipelineContext(vocab_size=_vocab_width(model), prompt_length=prompt_length,
-                              eos_token_ids=eos, num_beams=settings.num_beams, device=device)
-    processors = build_pipeline(settings, context, logits_processor or [])
+    context = PipelineContext(vocab_size=vocab_size, prompt_length=prompt_length,
+                              eos_token_ids=eos, num_beams=settings.num_beams, device=device,
+                              max_length=max_length, prompt_ids=prompt_ids, attention_mask=attention_mask,
+                              model=model, use_cache=bool(settings.use_cache),
+                              prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                              negative_prompt_ids=negative_prompt_ids,
+                              negative_prompt_attention_mask=negative_prompt_attention_mask,
+                              seeds=seeds, tokenizer=tokenizer)
+    processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
-    return run_strategy(model, input_ids, attention_mask, settings, processors, criteria, pad,
-                        streamer, max_length)
+    return PreparedCall(settings, input_ids, attention_mask, processors, criteria, pad, max_length, seeds)
+
+
+def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, order: Any = "hf",
+             **kwargs: Any) -> LogitsProcessorList:
+    """The ordered processors ``generate(model, input_ids, order=order, **kwargs)`` would apply.
+
+    Built by the same code as ``generate`` (checks included), without running the model. Print it,
+    reorder it (it is a list), or pass it on as ``logits_processor=``.
+
+    Args:
+        model: the model ``generate`` would run.
+        input_ids: ``[batch, prompt_len]`` int64 (some processors depend on the prompt's length).
+        order: ``"hf"`` (default), ``"vllm"``, ``"llama.cpp"``, ``"mlx"`` or a list of names
+            (see :mod:`decoding.processors.orders`).
+        **kwargs: any other argument of :func:`generate`.
+    """
+    kwargs.pop("streamer", None)  # accepted as generate accepts it; not part of the pipeline
+    attention_mask = kwargs.pop("attention_mask", None)
+    named = {name: kwargs.pop(name) for name in _PREPARE_ARGUMENTS if name in kwargs}
+    return prepare_call(model, input_ids, attention_mask, order=order, kwargs=kwargs, **named).processors
+
+
+_PREPARE_ARGUMENTS = ("generation_config", "logits_processor", "stopping_criteria", "tokenizer",
+                      "prefix_allowed_tokens_fn", "assistant_model", "negative_prompt_ids",
+                      "negative_prompt_attention_mask", "past_key_values", "seed")
 
 
 def run_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: torch.LongTensor,
                  settings: Settings, processors: LogitsProcessorList, criteria: StoppingCriteriaList,
-                 pad: Optional[torch.Tensor], streamer: Any, max_length: int):
-    """Run the loop the settings select on prepared (expanded) inputs and return the result."""
+                 pad: Optional[torch.Tensor], streamer: Any, max_length: int, seeds: Optional[list[int]] = None):
+    """Run the loop the settings select on prepared (expanded) inputs and return the result.
+
+    ``seeds`` (one per row, from ``seed=``) makes sampling draw from per-row streams keyed by
+    (seed, step) instead of torch's global generator; greedy search ignores it.
+    """
     return_dict = bool(settings.return_dict_in_generate)
     attentions, hidden_states = bool(settings.output_attentions), bool(settings.output_hidden_states)
     runner = ModelRunner(model, attention_mask, max_length, use_cache=bool(settings.use_cache),
@@ -134,9 +211,12 @@ def run_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: torch.
                           output_logits=return_dict and bool(settings.output_logits),
                           output_attentions=return_dict and attentions,
                           output_hidden_states=return_dict and hidden_states, capacity=max_length)
-    strategy = sample if settings.do_sample else greedy_search
     try:
-        strategy(runner, input_ids, processors, state)
+        if settings.do_sample:
+            sample(runner, input_ids, processors, state,
+                   draw=multinomial if seeds is None else seeded_draw(seeds, state))
+        else:
+            greedy_search(runner, input_ids, processors, state)
     except (Exception, KeyboardInterrupt) as error:
         if state.length == state.prompt_length:
             raise

@@ -14,6 +14,8 @@ from typing import Any, Optional
 import torch
 
 from .config import NOT_YET_IMPLEMENTED, Settings
+from .processors.beyond import check_beyond_settings
+from .processors.checks import check_processor_inputs, check_processor_settings  # noqa: F401 (re-exported)
 
 
 def _is_int(value: Any) -> bool:
@@ -117,3 +119,5 @@ def check_settings(settings: Settings) -> None:
         raise ValueError(
             f"`num_return_sequences` ({s.num_return_sequences}) has to be smaller or equal to "
             f"`num_beams` ({s.num_beams}).")
+    check_processor_settings(s)  # every processor knob: processors/checks.py
+    check_beyond_settings(s)  # the knobs beyond the reference: processors/beyond.py

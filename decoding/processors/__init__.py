@@ -1,9 +1,55 @@
-"""Logits processors: ``(input_ids [rows, len] int64, scores [rows, vocab] float32) -> scores``."""
+"""Logits processors: ``(input_ids [rows, len] int64, scores [rows, vocab] float32) -> scores``.
 
+One class per knob of ``model.generate``, with the reference's class name and constructor, grouped
+by family: ``penalties``, ``bans``, ``lengths``, ``warpers``, ``guidance``, ``watermark``,
+``normalize``. ``pipeline.build_pipeline`` puts them in the reference's order.
+"""
+
+from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcessor, NoRepeatNGramLogitsProcessor,
+                   PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
+                   SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
 from .base import LogitsProcessor, LogitsProcessorList, Processor
+from .guidance import UnbatchedClassifierFreeGuidanceLogitsProcessor
+from .lengths import (ExponentialDecayLengthPenalty, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
+                      MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor)
+from .normalize import InfNanRemoveLogitsProcessor, LogitNormalization
+from .penalties import EncoderRepetitionPenaltyLogitsProcessor, RepetitionPenaltyLogitsProcessor
 from .pipeline import PipelineContext, build_pipeline
-from .warpers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from .warpers import (EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TemperatureLogitsWarper,
+                      TopHLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper)
+from .watermark import SynthIDTextWatermarkLogitsProcessor, WatermarkLogitsProcessor
+
+# Every processor class of the reference that `decoding` implements, in the reference's build order.
+REFERENCE_PROCESSORS = (
+    UnbatchedClassifierFreeGuidanceLogitsProcessor, SequenceBiasLogitsProcessor,
+    EncoderRepetitionPenaltyLogitsProcessor, RepetitionPenaltyLogitsProcessor, NoRepeatNGramLogitsProcessor,
+    EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcessor, MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor, PrefixConstrainedLogitsProcessor, ForcedBOSTokenLogitsProcessor,
+    ForcedEOSTokenLogitsProcessor, InfNanRemoveLogitsProcessor, ExponentialDecayLengthPenalty,
+    SuppressTokensLogitsProcessor, SuppressTokensAtBeginLogitsProcessor, TemperatureLogitsWarper,
+    TopHLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper,
+    EpsilonLogitsWarper, EtaLogitsWarper, WatermarkLogitsProcessor, SynthIDTextWatermarkLogitsProcessor,
+    LogitNormalization,
+)
 
 __all__ = [
-    "LogitsProcessor", "LogitsProcessorList", "Processor", "PipelineContext", "build_pipeline", "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper",
+    "LogitsProcessor", "LogitsProcessorList", "Processor", "PipelineContext", "build_pipeline",
+    "REFERENCE_PROCESSORS", *(cls.__name__ for cls in REFERENCE_PROCESSORS),
 ]
+
+# Beyond the reference (docs/processors-beyond.md); `orders` holds the engines' order presets.
+from .bias import AllowedTokenIdsLogitsProcessor, LogitBiasLogitsProcessor  # noqa: E402
+from .dry import DRYLogitsProcessor  # noqa: E402
+from .dynatemp import DynamicTemperatureLogitsWarper  # noqa: E402
+from .mirostat import MirostatV2LogitsWarper  # noqa: E402
+from .orders import ORDERS, reorder  # noqa: E402
+from .presence import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor  # noqa: E402
+from .top_n_sigma import TopNSigmaLogitsWarper  # noqa: E402
+from .xtc import XTCLogitsWarper  # noqa: E402
+
+BEYOND_PROCESSORS = (
+    PresencePenaltyLogitsProcessor, FrequencyPenaltyLogitsProcessor, DRYLogitsProcessor, LogitBiasLogitsProcessor,
+    AllowedTokenIdsLogitsProcessor, DynamicTemperatureLogitsWarper, TopNSigmaLogitsWarper, XTCLogitsWarper,
+    MirostatV2LogitsWarper,
+)
+__all__ += ["BEYOND_PROCESSORS", "ORDERS", "reorder", *(cls.__name__ for cls in BEYOND_PROCESSORS)]

@@ -1,0 +1,102 @@
+"""Each engine's documented processor order, and a function that reorders a built pipeline by it.
+
+The same knobs give different tokens on different engines because they apply the same processors
+in different orders: ``transformers`` and vLLM divide by the temperature before truncating
+(top-k, top-p, min-p), llama.cpp and mlx-lm truncate first and apply the temperature last; min-p
+comes before top-k/top-p in vLLM and after them elsewhere. A preset is the list of processor
+names (each processor's ``name``, which is its keyword) in the engine's order:
+
+- ``"hf"``: ``model.generate`` in transformers 5.23 (``processors/pipeline.py``), with the
+  processors beyond the reference placed as ``processors/beyond.py`` says. Applying it changes
+  nothing: it is the order ``build_pipeline`` already builds.
+- ``"vllm"``: vLLM v1's ``Sampler``: allowed-token ids, bad words, min-tokens, logit bias, then the
+  penalties (repetition, frequency, presence), then temperature, then min-p, then top-k and top-p.
+- ``"llama.cpp"``: ``common_sampler_init``: logit bias first, then the default sampler chain
+  ``penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature``; mirostat, when
+  on, samples after the temperature (it replaces the end of the chain there).
+- ``"mlx"``: mlx-lm: ``make_logits_processors`` (logit bias, repetition penalty, presence and
+  frequency penalties), then ``make_sampler``'s chain ``top_k, top_p, min_p, xtc``, the
+  temperature last inside ``categorical_sampling``.
+
+In every preset ``dynatemp_range`` takes the temperature's place, and watermarking and
+``renormalize_logits`` stay last. Samplers an engine lacks (top-n-sigma, XTC and mirostat in
+vLLM; top-n-sigma and mirostat in mlx-lm) are placed by us after that engine's own samplers,
+mirostat last.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from .base import LogitsProcessorList
+
+_FINISHERS = ["watermarking_config", "renormalize_logits"]
+# Samplers of `decoding` an engine does not have: placed after that engine's own samplers.
+_NOT_IN_ENGINE = ["top_n_sigma", "xtc_probability", "mirostat_tau"]
+
+ORDERS: dict[str, list[str]] = {
+    "hf": [
+        "guidance_scale", "sequence_bias", "encoder_repetition_penalty", "repetition_penalty",
+        "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+        "prefix_allowed_tokens_fn", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+        "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+        "presence_penalty", "frequency_penalty", "dry_multiplier", "logit_bias", "allowed_token_ids",
+        "dynatemp_range", "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff",
+        "eta_cutoff", "top_n_sigma", "xtc_probability", "mirostat_tau", *_FINISHERS,
+    ],
+    "vllm": [
+        "allowed_token_ids", "bad_words_ids", "min_length", "min_new_tokens", "logit_bias",
+        "repetition_penalty", "frequency_penalty", "presence_penalty",
+        "temperature", "dynatemp_range", "min_p", "top_k", "top_p",
+        *_NOT_IN_ENGINE, *_FINISHERS,
+    ],
+    "llama.cpp": [
+        "logit_bias", "repetition_penalty", "frequency_penalty", "presence_penalty", "dry_multiplier",
+        "top_n_sigma", "top_k", "typical_p", "top_p", "min_p", "xtc_probability",
+        "temperature", "dynatemp_range", "mirostat_tau", *_FINISHERS,
+    ],
+    "mlx": [
+        "logit_bias", "repetition_penalty", "presence_penalty", "frequency_penalty",
+        "top_k", "top_p", "min_p", "xtc_probability", "temperature", "dynatemp_range",
+        "top_n_sigma", "mirostat_tau", *_FINISHERS,
+    ],
+}
+
+
+def processor_name(processor) -> str:
+    """A processor's ``name`` (its keyword for ours), else its class name (user or reference processors)."""
+    return getattr(processor, "name", None) or type(processor).__name__
+
+
+def check_order(order) -> None:
+    """``order`` is None, a preset name of :data:`ORDERS`, or a list of processor names."""
+    if order is None or (isinstance(order, str) and order in ORDERS):
+        return
+    if isinstance(order, (list, tuple)) and all(isinstance(name, str) for name in order):
+        return
+    raise ValueError(f"`order` must be one of {sorted(ORDERS)} or a list of processor names, but is {order!r}.")
+
+
+def reorder(pipeline: Sequence, order: Union[str, Sequence[str], None]) -> LogitsProcessorList:
+    """``pipeline`` reordered by ``order`` (a preset name of :data:`ORDERS` or a list of names).
+
+    Processors whose name the order lists are sorted by their place in it (processors with the same
+    name keep their relative order). A processor the order does not name (a user's processor, or
+    one the engine does not have) travels with the named processor just before it in ``pipeline``,
+    right after it; one with no named processor before it stays at the front. ``None`` and
+    ``"hf"`` return the pipeline in its built order.
+    """
+    check_order(order)
+    if order is None or order == "hf":
+        return LogitsProcessorList(pipeline)
+    names = ORDERS[order] if isinstance(order, str) else list(order)
+    rank = {name: index for index, name in enumerate(names)}
+    keys, anchor = [], -1
+    for index, processor in enumerate(pipeline):
+        name = processor_name(processor)
+        if name in rank:
+            anchor = rank[name]
+            keys.append((anchor, 0, index))
+        else:
+            keys.append((anchor, 1, index))
+    return LogitsProcessorList(pipeline[i] for *_, i in sorted(keys))

@@ -1,0 +1,78 @@
+"""Presence and frequency penalties over the generated tokens (the OpenAI API's and vLLM's definitions).
+
+Both subtract from the scores of tokens the row has already *generated*; prompt tokens do not count
+(unlike ``repetition_penalty``, which looks at the prompt too). With ``c[v]`` the number of times
+token ``v`` occurs among the row's generated tokens:
+
+    scores[v] -= frequency_penalty * c[v] + presence_penalty * [c[v] > 0]
+
+Sources: the OpenAI API reference ("Parameter details" of the chat completions API, ``presence_penalty``
+and ``frequency_penalty`` in [-2, 2]); vLLM's ``SamplingParams`` (same names, same formula, output
+tokens only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import LogitsProcessor
+
+
+def generated_counts(input_ids: torch.LongTensor, prompt_length: int, vocab: int,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``c[r, v]``: how often token ``v`` occurs in row ``r`` after the (padded) prompt; ``[rows, vocab]``."""
+    generated = input_ids[:, prompt_length:]
+    counts = torch.zeros(input_ids.shape[0], vocab, dtype=dtype, device=input_ids.device)
+    return counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=dtype))
+
+
+def check_penalty(name: str, value) -> float:
+    """``presence_penalty`` / ``frequency_penalty``: a number in [-2, 2]; returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -2.0 <= value <= 2.0:
+        raise ValueError(f"`{name}` must be a number in [-2, 2] (the OpenAI range; 0 disables it), "
+                         f"but is {value!r}.")
+    return float(value)
+
+
+class PresencePenaltyLogitsProcessor(LogitsProcessor):
+    """Presence penalty (OpenAI API, vLLM): ``scores[v] -= presence_penalty * [c[v] > 0]``.
+
+    ``c[v]`` counts token ``v`` among the row's generated tokens (``input_ids[:, prompt_length:]``).
+    A positive value pushes the model towards new tokens, a negative one towards repeats.
+
+    Args:
+        presence_penalty: a number in [-2, 2].
+        prompt_length: the padded prompt length; positions before it are not counted.
+    """
+
+    name = "presence_penalty"
+
+    def __init__(self, presence_penalty: float, prompt_length: int):
+        self.presence_penalty = check_penalty("presence_penalty", presence_penalty)
+        self.prompt_length = int(prompt_length)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        present = generated_counts(input_ids, self.prompt_length, scores.shape[-1], scores.dtype) > 0
+        return scores - self.presence_penalty * present.to(scores.dtype)
+
+
+class FrequencyPenaltyLogitsProcessor(LogitsProcessor):
+    """Frequency penalty (OpenAI API, vLLM): ``scores[v] -= frequency_penalty * c[v]``.
+
+    ``c[v]`` counts token ``v`` among the row's generated tokens (``input_ids[:, prompt_length:]``),
+    so a token generated three times is pushed down three times as hard as one generated once.
+
+    Args:
+        frequency_penalty: a number in [-2, 2].
+        prompt_length: the padded prompt length; positions before it are not counted.
+    """
+
+    name = "frequency_penalty"
+
+    def __init__(self, frequency_penalty: float, prompt_length: int):
+        self.frequency_penalty = check_penalty("frequency_penalty", frequency_penalty)
+        self.prompt_length = int(prompt_length)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        counts = generated_counts(input_ids, self.prompt_length, scores.shape[-1], scores.dtype)
+        return scores - self.frequency_penalty * counts
