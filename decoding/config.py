@@ -77,7 +77,7 @@ CALL_ARGUMENTS: tuple[str, ...] = (
     "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask", "tokenizer",
     "assistant_tokenizer", "generation_config", "attention_mask", "past_key_values",
     # beyond the reference
-    "seed", "order",
+    "seed", "order", "output_beam_tree",
 )
 
 # Knobs of the reference that this version of `decoding` does not implement yet. Setting one to a
@@ -89,7 +89,7 @@ NOT_YET_IMPLEMENTED: dict[str, Any] = {
     "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
     "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
     "remove_invalid_values": False, "renormalize_logits": False, "guidance_scale": None,
-    "watermarking_config": None, "min_length": 0, "min_new_tokens": None, "num_beams": 1, "prompt_lookup_num_tokens": None,
+    "watermarking_config": None, "min_length": 0, "min_new_tokens": None, "prompt_lookup_num_tokens": None,
     "assistant_early_exit": None,
     "prefix_allowed_tokens_fn": None, "assistant_model": None, "negative_prompt_ids": None,
     "negative_prompt_attention_mask": None, "past_key_values": None, "seed": None, "order": None,

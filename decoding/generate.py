@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
+from .beam_run import check_beam_arguments, run_beam_strategy
 from .config import Settings, resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
@@ -58,6 +59,7 @@ def generate(
     past_key_values: Any = None,
     seed: Any = None,
     order: Optional[str] = None,
+    output_beam_tree: bool = False,
     **kwargs: Any,
 ):
     """Generate tokens exactly as ``model.generate(input_ids, attention_mask=..., **kwargs)`` would.
@@ -71,6 +73,8 @@ def generate(
         stopping_criteria: extra criteria, merged as the reference merges them.
         streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`).
         tokenizer: the model's tokenizer; needed for ``stop_strings``.
+        output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
+            tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.beam_tree`).
         **kwargs: generation-config fields with the reference's names and defaults
             (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``,
             ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_scores``,
@@ -91,6 +95,7 @@ def generate(
         "negative_prompt_ids": negative_prompt_ids, "past_key_values": past_key_values,
         "negative_prompt_attention_mask": negative_prompt_attention_mask, "seed": seed, "order": order})
     check_settings(settings)
+    check_beam_arguments(settings, streamer, output_beam_tree)
 
     device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
     eos, pad = special_tokens(settings, device)
@@ -116,6 +121,9 @@ def generate(
     processors = build_pipeline(settings, context, logits_processor or [])
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
+    if settings.num_beams > 1:
+        return run_beam_strategy(model, input_ids, attention_mask, settings, processors, criteria, eos, pad,
+                                 streamer, max_length, output_beam_tree)
     return run_strategy(model, input_ids, attention_mask, settings, processors, criteria, pad,
                         streamer, max_length)
 
