@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from .beam_run import check_beam_arguments, run_beam_strategy
+from .beams.run import check_beam_arguments, run_beam_strategy
 from .config import Settings, resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
@@ -74,7 +74,7 @@ def generate(
         streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`).
         tokenizer: the model's tokenizer; needed for ``stop_strings``.
         output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
-            tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.beam_tree`).
+            tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.beams.tree`).
         **kwargs: generation-config fields with the reference's names and defaults
             (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``,
             ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_scores``,

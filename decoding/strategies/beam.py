@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from ..processors import LogitsProcessorList
+from ..processors import LogitsProcessor, LogitsProcessorList
 from ..runner import ModelRunner
 from ..stopping import StoppingCriteriaList
 
@@ -392,9 +392,10 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         prompt_ids: ``[B * N, P]`` int64, each (left-padded) prompt repeated N times.
         processors: applied to the ``[B * N, V]`` float32 log-probs with the running sequences
             ``[B * N, length]`` (rows in the current beam order). ``reset()`` is called first.
-            A processor with a ``reorder(beam_rows)`` method is told after every step which old row
-            each row now continues (``beam_rows``: ``[B * N]`` int32), so per-row state can follow
-            the beams; see docs/beam-search.md, "Processors".
+            After every step, a processor with ``reorder(beam_rows)`` is told which old row each
+            row now continues (``beam_rows``: ``[B * N]`` int32), then one with ``accept(tokens)``
+            gets the token each row just took (``[B * N]`` int64), so per-row state follows the
+            beams; see docs/beam-search.md, "Processors".
         criteria: run on the ``B * K`` candidate sequences at every step.
         config: the beam knobs.
         outputs: collects scores / logits / attentions / hidden states per step, when asked for.
@@ -408,7 +409,9 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
     """
     if hasattr(processors, "reset"):
         processors.reset()
-    reorderable = [p for p in processors if hasattr(p, "reorder")]
+    reorderable = [p for p in processors if callable(getattr(p, "reorder", None))]
+    accepting = [p for p in processors                          # the base class's no-op accept is skipped
+                 if callable(getattr(p, "accept", None)) and getattr(type(p), "accept", None) is not LogitsProcessor.accept]
     state = state if state is not None else start(prompt_ids, config)
     top_n = torch.arange(config.candidates, device=prompt_ids.device)[None, :] < config.num_beams  # [1, K]
 
@@ -438,6 +441,8 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         runner.reorder(beam_rows)
         for processor in reorderable:
             processor.reorder(beam_rows)
+        for processor in accepting:
+            processor.accept(state.running_ids[:, :, state.length].reshape(-1))          # [B * N] int64
         state.length += 1
 
         # 8. Go on?

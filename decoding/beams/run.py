@@ -12,14 +12,14 @@ from typing import Any, Optional
 
 import torch
 
-from .beam_streaming import BeamStreamAdapter, is_beam_streamer, stream_best
-from .beam_tree import BeamTree
-from .config import Settings
-from .outputs import GenerateOutput
-from .processors import LogitsProcessorList
-from .runner import ModelRunner
-from .stopping import StoppingCriteriaList
-from .strategies.beam import BeamConfig, StepOutputs, beam_search, start
+from .streaming import BeamStreamAdapter, is_beam_streamer, stream_best
+from .tree import BeamTree
+from ..config import Settings
+from ..outputs import GenerateOutput
+from ..processors import LogitsProcessorList
+from ..runner import ModelRunner
+from ..stopping import StoppingCriteriaList
+from ..strategies.beam import BeamConfig, StepOutputs, beam_search, start
 
 
 def check_beam_arguments(settings: Settings, streamer: Any, output_beam_tree: Any) -> None:
@@ -60,7 +60,7 @@ def run_beam_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: t
     ``logits``, ... as the reference's ``GenerateBeamDecoderOnlyOutput``, and
     ``trace["beam_tree"]`` with ``output_beam_tree=True``.
     """
-    from .generate import GenerationInterrupted  # generate imports this module
+    from ..generate import GenerationInterrupted  # generate imports this module
 
     config = beam_config(settings, max_length, eos, pad)
     return_dict = bool(settings.return_dict_in_generate)
