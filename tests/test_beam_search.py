@@ -385,3 +385,31 @@ def test_invalid_beam_arguments_raise_before_any_forward(kwargs, match):
     model = NoForward(tiny_model("llama"))
     with pytest.raises((ValueError, TypeError), match=match):
         decoding.generate(model, torch.tensor([[5, 6]]), max_new_tokens=3, **kwargs)
+
+
+def test_attentions_and_hidden_states_per_step():
+    model = tiny_model("gpt2")
+    ids, mask = prompts(2, 3)
+    reference, ours = both(model, ids, 0, attention_mask=mask, max_new_tokens=5, num_beams=3, pad_token_id=PAD,
+                           return_dict_in_generate=True, output_attentions=True, output_hidden_states=True,
+                           output_scores=True, output_logits=True)
+    assert_same_beams(reference, ours)
+    for field in ("attentions", "hidden_states"):
+        assert len(getattr(reference, field)) == len(getattr(ours, field))
+        for r_step, o_step in zip(getattr(reference, field), getattr(ours, field)):
+            assert len(r_step) == len(o_step)
+            for r, o in zip(r_step, o_step):
+                torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
+
+
+def test_beam_settings_from_a_generation_config():
+    from transformers import GenerationConfig
+    model = tiny_model("gpt_neox")
+    ids, mask = prompts(3, 8)
+    config = GenerationConfig(num_beams=3, length_penalty=0.5, early_stopping=True, num_return_sequences=2,
+                              max_new_tokens=7, eos_token_id=emitted_tokens(model, ids, mask, 7, 3)[1],
+                              pad_token_id=PAD)
+    reference, ours = both(model, ids, 0, attention_mask=mask, generation_config=config,
+                           return_dict_in_generate=True, output_scores=True)
+    assert_same_beams(reference, ours)
+    assert ours.sequences.shape[0] == 6
