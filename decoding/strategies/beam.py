@@ -310,22 +310,27 @@ def normalise(scores: torch.FloatTensor, generated_length: int, length_penalty: 
     return scores / (generated_length ** length_penalty)
 
 
-def keep_finished(candidates: Candidates, state: BeamState, config: BeamConfig,
-                  top_n: torch.BoolTensor) -> tuple[torch.FloatTensor, torch.LongTensor]:
+def is_frozen(state: BeamState, config: BeamConfig) -> torch.BoolTensor:
+    """``[B, 1]``: with ``early_stopping=True``, prompts whose N places are all finished (nothing more may enter)."""
+    return state.is_finished.all(dim=-1, keepdim=True) & (config.early_stopping is True)
+
+
+def keep_finished(candidates: Candidates, state: BeamState, config: BeamConfig, top_n: torch.BoolTensor,
+                  frozen: torch.BoolTensor) -> tuple[torch.FloatTensor, torch.LongTensor]:
     """Step 6: offer the newly finished candidates to the finished set; it keeps its N best.
 
     A candidate may enter only if it finished, ranks among the first N of the K (the other K - N
     exist only so that N running beams survive), its prompt can still improve (``can_improve``),
-    and, with ``early_stopping=True``, its prompt does not yet have N finished hypotheses. The
-    others get ``-1e9`` added, in that order (the additions round as in the reference).
+    and its prompt is not ``frozen`` (``early_stopping=True`` and N finished hypotheses already). The
+    others get ``-1e9`` added once per failed condition, in the reference's order (so the float32
+    additions round as there). ``top_n``: ``[1, K]`` bool, True for the first N candidates.
 
     Returns ``(normalised [B, K], choice [B, N])``: ``choice`` indexes the old places (``< N``)
     followed by the K candidates.
     """
     newly_finished = candidates.finished & top_n
     normalised = normalise(candidates.scores, state.step + 1, config.length_penalty)
-    full = state.is_finished.all(dim=-1, keepdim=True) & (config.early_stopping is True)
-    offered = normalised + full.to(torch.float32) * IMPOSSIBLE
+    offered = normalised + frozen.to(torch.float32) * IMPOSSIBLE
     offered = offered + (~state.can_improve).to(torch.float32) * IMPOSSIBLE
     offered = offered + (~newly_finished) * IMPOSSIBLE
 
@@ -431,10 +436,9 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
                                               outputs.scores_so_far() if outputs is not None else None)
 
         # 5-6. The new running beams, and the finished set.
-        could_improve, was_full = state.can_improve, state.is_finished.all(-1, keepdim=True) & (
-            config.early_stopping is True)
+        could_improve, frozen = state.can_improve, is_frozen(state, config)                # before this step
         running_choice = keep_running(candidates, state, config.num_beams)
-        normalised, finished_choice = keep_finished(candidates, state, config, top_n)
+        normalised, finished_choice = keep_finished(candidates, state, config, top_n, frozen)
 
         # 7. Reorder the cache (and any per-row processor state) to the new running beams.
         beam_rows = state.running_parents[:, :, state.step].reshape(-1)                  # [B * N] int32
@@ -449,7 +453,7 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         update_can_improve(state, config)
         for observe in observers:
             observe(BeamStep(state.step - 1, candidates, normalised, running_choice, finished_choice,
-                             could_improve, was_full, state))
+                             could_improve, frozen, state))
         if search_is_over(state, candidates.finished, config):
             return best_hypotheses(state, config.num_return_sequences)
 
