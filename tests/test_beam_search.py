@@ -413,3 +413,20 @@ def test_beam_settings_from_a_generation_config():
                            return_dict_in_generate=True, output_scores=True)
     assert_same_beams(reference, ours)
     assert ours.sequences.shape[0] == 6
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_stop_strings_finish_hypotheses(do_sample):
+    """A stop string that prompt 0's best hypothesis produces (a printable token's text) ends hypotheses."""
+    from tests.tokenizer import byte_tokenizer
+    model, tok = tiny_model("llama"), byte_tokenizer()
+    ids, mask = prompts(2, 7)
+    emitted = emitted_tokens(model, ids, mask, 10, 3)
+    text = next(tok.decode([t]).strip() for t in emitted[1:]
+                if tok.decode([t]).strip().isascii() and tok.decode([t]).strip().isprintable()
+                and tok.decode([t]).strip())
+    reference, ours = both(model, ids, 0, attention_mask=mask, max_new_tokens=10, num_beams=3,
+                           stop_strings=[text, "zz"], tokenizer=tok, eos_token_id=None, pad_token_id=PAD,
+                           do_sample=do_sample, return_dict_in_generate=True, output_scores=True)
+    assert_same_beams(reference, ours)
+    assert int((ours.beam_indices >= 0).sum(-1).min()) < 10  # the stop string ended a returned hypothesis
