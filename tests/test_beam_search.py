@@ -338,6 +338,13 @@ def test_beam_tree_paths_and_scores(do_sample):
         assert math.isclose(node["score"], float(out.sequences_scores[row]), abs_tol=1e-5)
     reasons = {n["reason"] for n in nodes}
     assert "eos" in reasons and "outranked" in reasons
+    steps = len(out.scores)
+    for b in range(ids.shape[0]):
+        mine = [n for n in nodes if n["prompt"] == b and n["parent"] is not None]
+        assert len(mine) == steps * 3 * 2  # K = 2 * num_beams candidates per step (one eos id)
+        assert len([n for n in mine if n["status"] == "finished"]) <= 3  # what is left of the finished set
+        last = [n for n in mine if n["step"] == steps - 1 and n["reason"] == "running when the search stopped"]
+        assert len(last) <= 3
 
 
 def test_interrupted_beam_search_keeps_the_running_beams():
