@@ -71,7 +71,8 @@ def generate(
         generation_config: a ``transformers.GenerationConfig`` (or dict); keyword arguments override it.
         logits_processor: extra processors, merged into the pipeline as the reference merges them.
         stopping_criteria: extra criteria, merged as the reference merges them.
-        streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`).
+        streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`); with
+            ``num_beams > 1`` also a beam streamer (``on_step``; see :mod:`decoding.beams.streaming`).
         tokenizer: the model's tokenizer; needed for ``stop_strings``.
         output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
             tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.beams.tree`).
