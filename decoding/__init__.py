@@ -9,6 +9,7 @@ The drop-in door::
 The research door: every box of the data flow is public (see docs/how-it-works.md).
 """
 
+from .beams import BeamStreamer, BeamTextStreamer, LiveBeam
 from .compare import Comparison, compare
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate, pipeline
@@ -17,6 +18,7 @@ from .outputs import GenerateOutput
 from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
                          TopKLogitsWarper, TopPLogitsWarper, build_pipeline)
 from .runner import ModelRunner
+from .scores import compute_transition_scores
 from .stopping import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
                        StoppingCriteriaList)
 from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
@@ -29,4 +31,5 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
     "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
+    "BeamStreamer", "BeamTextStreamer", "LiveBeam", "compute_transition_scores",
 ]

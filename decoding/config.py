@@ -82,13 +82,13 @@ CALL_ARGUMENTS: tuple[str, ...] = (
     "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask", "tokenizer",
     "assistant_tokenizer", "generation_config", "attention_mask", "past_key_values",
     # beyond the reference
-    "seed", "order",
+    "seed", "order", "output_beam_tree",
 )
 
 # Knobs of the reference that this version of `decoding` does not implement yet. Setting one to a
 # value other than its default raises NotImplementedError naming it (never a silent difference).
 NOT_YET_IMPLEMENTED: dict[str, Any] = {
-    "num_beams": 1, "prompt_lookup_num_tokens": None,
+    "prompt_lookup_num_tokens": None,
     "assistant_early_exit": None,
     "assistant_model": None, "past_key_values": None,
 }

@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import torch
 
+from .beams.run import check_beam_arguments, run_beam_strategy
+from .beams.run import check_beam_arguments, run_beam_strategy
 from .config import Settings, resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
@@ -59,6 +61,7 @@ def generate(
     past_key_values: Any = None,
     seed: Any = None,
     order: Optional[str] = None,
+    output_beam_tree: bool = False,
     **kwargs: Any,
 ):
     """Generate tokens exactly as ``model.generate(input_ids, attention_mask=..., **kwargs)`` would.
@@ -70,8 +73,11 @@ def generate(
         generation_config: a ``transformers.GenerationConfig`` (or dict); keyword arguments override it.
         logits_processor: extra processors, merged into the pipeline as the reference merges them.
         stopping_criteria: extra criteria, merged as the reference merges them.
-        streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`).
+        streamer: an object with ``put(ids)`` and ``end()`` (see :mod:`decoding.streaming`); with
+            ``num_beams > 1`` also a beam streamer (``on_step``; see :mod:`decoding.beams.streaming`).
         tokenizer: the model's tokenizer; needed for ``stop_strings``.
+        output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
+            tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.beams.tree`).
         **kwargs: generation-config fields with the reference's names and defaults
             (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``,
             ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_scores``,
@@ -92,6 +98,10 @@ def generate(
                         negative_prompt_ids=negative_prompt_ids,
                         negative_prompt_attention_mask=negative_prompt_attention_mask,
                         past_key_values=past_key_values, seed=seed, order=order, kwargs=kwargs)
+    check_beam_arguments(call.settings, streamer, output_beam_tree, seed)
+    if call.settings.num_beams > 1:
+        return run_beam_strategy(model, call.input_ids, call.attention_mask, call.settings, call.processors,
+                                 call.criteria, call.eos, call.pad, streamer, call.max_length, output_beam_tree)
     return run_strategy(model, call.input_ids, call.attention_mask, call.settings, call.processors, call.criteria,
                         call.pad, streamer, call.max_length, seeds=call.seeds)
 
@@ -104,6 +114,7 @@ class PreparedCall(NamedTuple):
     attention_mask: torch.LongTensor   # [rows, prompt_len] 0/1, expanded
     processors: LogitsProcessorList
     criteria: StoppingCriteriaList
+    eos: Optional[torch.Tensor]
     pad: Optional[torch.Tensor]
     max_length: int
     seeds: Optional[list[int]]         # one per row with ``seed=``, else None
@@ -165,7 +176,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor], attention_ma
     processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
-    return PreparedCall(settings, input_ids, attention_mask, processors, criteria, pad, max_length, seeds)
+    return PreparedCall(settings, input_ids, attention_mask, processors, criteria, eos, pad, max_length, seeds)
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, order: Any = "hf",

@@ -18,7 +18,7 @@ class GenerateOutput:
             filtered), when ``output_scores=True``; else None.
         logits: one ``[rows, vocab]`` float32 tensor per step, raw, when ``output_logits=True``.
         sequences_scores: beam search only: ``[rows]`` length-normalised scores.
-        beam_indices: beam search only: ``[rows, steps]`` int64 parent beam row per step, -1 after the end.
+        beam_indices: beam search only: ``[rows, steps]`` int32 flat beam row each token came from, -1 after the end.
         past_key_values: the KV cache (it holds ``length - 1`` positions: the last token is never fed).
         attentions, hidden_states: as the reference, when requested.
         trace: extra per-step information recorded by `decoding` (speculative acceptance, ...).
@@ -31,7 +31,7 @@ class GenerateOutput:
     scores: Optional[tuple] = None
     logits: Optional[tuple] = None
     sequences_scores: Optional[torch.FloatTensor] = None
-    beam_indices: Optional[torch.LongTensor] = None
+    beam_indices: Optional[torch.IntTensor] = None
     attentions: Optional[tuple] = None
     hidden_states: Optional[tuple] = None
     past_key_values: Any = None

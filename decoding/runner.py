@@ -111,3 +111,20 @@ class ModelRunner:
         mask = self._mask[:, :self.length]
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         return self._forward(self._tokens, positions, **extra)
+
+    def reorder(self, beam_rows: torch.Tensor) -> None:
+        """Make row ``r`` continue the history of row ``beam_rows[r]`` (beam search).
+
+        ``beam_rows``: ``[rows]`` int32 or int64. The KV cache is index-selected along its batch
+        dimension (``cache.reorder_cache``, or the model's own ``_reorder_cache`` where it has one, as
+        the reference does); without a cache, the token history is. The attention mask and the
+        position ids are left as they are: they are per row and equal for the rows of one prompt,
+        and beam search only moves rows within a prompt (``beam_rows[r]`` is always a row of the
+        same prompt as ``r``).
+        """
+        if not self.use_cache:
+            self._tokens = self._tokens.index_select(0, beam_rows.to(self.device))
+        elif hasattr(self.model, "_reorder_cache"):
+            self.cache = self.model._reorder_cache(self.cache, beam_rows.to(self.device))
+        else:
+            self.cache.reorder_cache(beam_rows)

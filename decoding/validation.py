@@ -119,5 +119,14 @@ def check_settings(settings: Settings) -> None:
         raise ValueError(
             f"`num_return_sequences` ({s.num_return_sequences}) has to be smaller or equal to "
             f"`num_beams` ({s.num_beams}).")
+    if not (s.early_stopping is None or s.early_stopping is True or s.early_stopping is False
+            or s.early_stopping == "never"):
+        raise ValueError(
+            f"`early_stopping` must be a boolean or 'never', but is {s.early_stopping!r}; use True, False "
+            "or 'never' (see docs/beam-search.md).")
+    if s.num_beams > 1 and (not _is_number(s.length_penalty) or not math.isfinite(s.length_penalty)):
+        raise ValueError(
+            f"`length_penalty` must be a finite number (1.0 by default; > 0 favours longer beam hypotheses, "
+            f"< 0 shorter ones), but is {s.length_penalty!r}.")
     check_processor_settings(s)  # every processor knob: processors/checks.py
     check_beyond_settings(s)  # the knobs beyond the reference: processors/beyond.py
