@@ -395,6 +395,7 @@ def test_interrupted_beam_search_keeps_the_running_beams():
     (dict(num_beams=1, output_beam_tree=True, return_dict_in_generate=True), "output_beam_tree"),
     (dict(num_beams=2, output_beam_tree=True), "return_dict_in_generate"),
     (dict(num_beams=2, output_beam_tree=1, return_dict_in_generate=True), "output_beam_tree"),
+    (dict(num_beams=2, do_sample=True, seed=3), "seed"),
 ])
 def test_invalid_beam_arguments_raise_before_any_forward(kwargs, match):
     class NoForward(torch.nn.Module):
@@ -410,7 +411,7 @@ def test_invalid_beam_arguments_raise_before_any_forward(kwargs, match):
             raise AssertionError("forward ran")
 
     model = NoForward(tiny_model("llama"))
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError, NotImplementedError), match=match):
         decoding.generate(model, torch.tensor([[5, 6]]), max_new_tokens=3, **kwargs)
 
 
