@@ -127,7 +127,7 @@ def test_bad_words(data, words, eos):
     ids, scores = data
     eos_set = {eos} if isinstance(eos, int) else set(eos or [])
     if all(len(w) == 1 and w[0] in eos_set for w in words):
-        words = words + [[5, 4]]  # the reference builds an empty (no-op) bias here; we refuse it (see below)
+        words = words + [[5, 4]]  # only eos: a no-op in the reference, refused by us (see below)
     check(ours.NoBadWordsLogitsProcessor(words, eos), transformers.NoBadWordsLogitsProcessor(words, eos), ids, scores)
 
 
