@@ -119,7 +119,7 @@ def realise(knobs, emitted, eos, prompt_length):
     return kwargs
 
 
-@settings(max_examples=40)
+@settings(max_examples=80)
 @given(arch=st.sampled_from(ARCHS), batch=st.integers(1, 4), seed=st.integers(0, 10_000), do_sample=st.booleans(),
        knobs=knobs, warpers=warpers, steps=st.integers(1, 8), eos_pick=st.integers(0, 40), nrs=st.integers(1, 2))
 def test_every_knob_matches_reference(arch, batch, seed, do_sample, knobs, warpers, steps, eos_pick, nrs):
@@ -302,6 +302,31 @@ def test_classifier_free_guidance(arch):
             reference, mine = both(model, ids, 2, attention_mask=mask, max_new_tokens=5, guidance_scale=scale,
                                    use_cache=use_cache, eos_token_id=EOS, **neg, **sampling, **OUTPUTS)
             assert_same(reference, mine)
+    # several samples per prompt; the reference's own negative prompt is each row's last token then
+    reference, mine = both(model, ids, 3, attention_mask=mask, max_new_tokens=5, guidance_scale=2.0,
+                           num_return_sequences=2, do_sample=True, eos_token_id=EOS, **OUTPUTS)
+    assert_same(reference, mine)
+
+
+def test_guidance_negative_prompt_per_returned_sequence():
+    """A negative prompt with one row per returned sequence is used as given, as the reference does."""
+    model = tiny_model("qwen2")
+    ids, mask = prompts(2, 3)
+    negative, negative_mask = prompts(4, 4, max_len=3)
+    reference, mine = both(model, ids, 0, attention_mask=mask, max_new_tokens=4, guidance_scale=1.7,
+                           num_return_sequences=2, do_sample=True, negative_prompt_ids=negative,
+                           negative_prompt_attention_mask=negative_mask, eos_token_id=EOS, **OUTPUTS)
+    assert_same(reference, mine)
+    # one row per prompt: the reference fails (shape mismatch); we repeat it for that prompt's rows
+    torch.manual_seed(0)
+    per_prompt = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, guidance_scale=1.7,
+                                   num_return_sequences=2, do_sample=True, negative_prompt_ids=negative[::2],
+                                   negative_prompt_attention_mask=negative_mask[::2], eos_token_id=EOS, **OUTPUTS)
+    reference, _ = both(model, ids, 0, attention_mask=mask, max_new_tokens=4, guidance_scale=1.7,
+                        num_return_sequences=2, do_sample=True, eos_token_id=EOS,
+                        negative_prompt_ids=negative[::2].repeat_interleave(2, 0),
+                        negative_prompt_attention_mask=negative_mask[::2].repeat_interleave(2, 0), **OUTPUTS)
+    assert_same(reference, per_prompt)
 
 
 WATERMARKS = [
