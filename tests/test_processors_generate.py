@@ -409,3 +409,9 @@ def test_no_implemented_knob_is_listed_as_not_yet_implemented():
     assert not {cls.name for cls in ours.REFERENCE_PROCESSORS} & set(NOT_YET_IMPLEMENTED)
     for name in ("prefix_allowed_tokens_fn", "negative_prompt_ids", "negative_prompt_attention_mask"):
         assert name not in NOT_YET_IMPLEMENTED
+
+
+def test_decay_penalty_without_eos_is_refused_before_any_forward(forbidden_forward):
+    with pytest.raises(ValueError, match="exponential_decay_length_penalty"):
+        decoding.generate(forbidden_forward, torch.tensor([[5, 6, 7]]), max_new_tokens=3, eos_token_id=None,
+                          pad_token_id=PAD, exponential_decay_length_penalty=(1, 1.5))

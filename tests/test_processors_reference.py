@@ -340,3 +340,24 @@ def test_every_class_has_the_reference_name_and_its_knob():
 def test_constructors_reject_out_of_range(make, knob):
     with pytest.raises(ValueError, match=knob):
         make()
+
+
+@given(data=ids_and_scores(min_vocab=2, max_vocab=39), width=st.integers(1, 2))
+def test_selfhash_watermark_on_a_small_vocabulary(data, width):
+    """Fewer than 40 tokens: the reference's candidate loop fails; ours checks every token, using the
+    reference's own green lists."""
+    ids, scores = data
+    vocab = scores.shape[1]
+    mine = ours.WatermarkLogitsProcessor(vocab, "cpu", bias=2.0, seeding_scheme="selfhash", context_width=width)
+    theirs = transformers.WatermarkLogitsProcessor(vocab, "cpu", bias=2.0, seeding_scheme="selfhash",
+                                                   context_width=width)
+    out = mine(ids, scores.clone())
+    if ids.shape[1] < width:
+        assert identical(out, scores)
+        return
+    for row in range(ids.shape[0]):
+        green = [c for c in range(vocab)
+                 if c in theirs._get_greenlist_ids(torch.cat([ids[row], torch.tensor([c])]))]
+        expected = scores[row].clone()
+        expected[green] += 2.0
+        assert identical(out[row], expected)
