@@ -119,7 +119,7 @@ def realise(knobs, emitted, eos, prompt_length):
     return kwargs
 
 
-@settings(max_examples=80)
+@settings(max_examples=150)
 @given(arch=st.sampled_from(ARCHS), batch=st.integers(1, 4), seed=st.integers(0, 10_000), do_sample=st.booleans(),
        knobs=knobs, warpers=warpers, steps=st.integers(1, 8), eos_pick=st.integers(0, 40), nrs=st.integers(1, 2))
 def test_every_knob_matches_reference(arch, batch, seed, do_sample, knobs, warpers, steps, eos_pick, nrs):
