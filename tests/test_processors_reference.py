@@ -361,3 +361,8 @@ def test_selfhash_watermark_on_a_small_vocabulary(data, width):
         expected = scores[row].clone()
         expected[green] += 2.0
         assert identical(out[row], expected)
+
+
+def test_guidance_repr_names_the_model_class_only():
+    text = repr(ours.UnbatchedClassifierFreeGuidanceLogitsProcessor(1.5, tiny_model("llama")))
+    assert "LlamaForCausalLM" in text and "guidance_scale=1.5" in text and len(text) < 200
