@@ -64,6 +64,7 @@ knobs = st.fixed_dictionaries({}, optional={
     "repetition_penalty": st.sampled_from([0.7, 1.3, 2.0]),
     "encoder_repetition_penalty": st.sampled_from([0.8, 1.5]),
     "no_repeat_ngram_size": st.integers(1, 3),
+    "encoder_no_repeat_ngram_size": st.integers(1, 3),
     "min_length": st.integers(1, 6),             # added to the prompt length below
     "min_new_tokens": st.integers(1, 4),
     "forced_eos_token_id": st.just(True),        # the eos ids of the call
@@ -149,9 +150,10 @@ def test_penalties_and_bans_on_more_architectures(arch):
         assert_same(reference, mine)
 
 
-def test_one_token_prompt_forced_bos_and_begin_suppression():
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_one_token_prompt_forced_bos_and_begin_suppression(arch):
     """forced_bos fires on a 1-token prompt; begin_suppress_tokens then acts one step later."""
-    model = tiny_model("llama")
+    model = tiny_model(arch)
     ids = torch.tensor([[7], [9]])
     emitted = emitted_tokens(model, ids, None, 0, 4)
     for sampling in ({}, dict(do_sample=True)):
@@ -339,9 +341,10 @@ WATERMARKS = [
 ]
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("config", WATERMARKS, ids=["lefthash", "selfhash", "dict", "synthid", "synthid-skip"])
-def test_watermarking(config):
-    model = tiny_model("llama")
+def test_watermarking(config, arch):
+    model = tiny_model(arch)
     ids, mask = prompts(3, 8)
     for sampling in ({}, dict(do_sample=True, top_k=0)):
         reference, mine = both(model, ids, 6, attention_mask=mask, max_new_tokens=6, watermarking_config=config,
