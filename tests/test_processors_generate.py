@@ -418,3 +418,17 @@ def test_decay_penalty_without_eos_is_refused_before_any_forward(forbidden_forwa
     with pytest.raises(ValueError, match="exponential_decay_length_penalty"):
         decoding.generate(forbidden_forward, torch.tensor([[5, 6, 7]]), max_new_tokens=3, eos_token_id=None,
                           pad_token_id=PAD, exponential_decay_length_penalty=(1, 1.5))
+
+
+def test_knobs_from_a_generation_config_object():
+    """Processor knobs set in a GenerationConfig (overridden by keywords) resolve as the reference's."""
+    model = tiny_model("phi3")
+    ids, mask = prompts(3, 12)
+    emitted = emitted_tokens(model, ids, mask, 1, 6, do_sample=True)
+    config = transformers.GenerationConfig(
+        do_sample=True, repetition_penalty=1.4, no_repeat_ngram_size=2, suppress_tokens=emitted[:2],
+        sequence_bias={(emitted[3],): 3.0}, min_new_tokens=2, typical_p=0.8, eta_cutoff=0.01,
+        eos_token_id=[emitted[4], EOS], pad_token_id=PAD, max_new_tokens=6)
+    reference, mine = both(model, ids, 1, attention_mask=mask, generation_config=config, repetition_penalty=0.8,
+                           return_dict_in_generate=True, output_scores=True, output_logits=True)
+    assert_same(reference, mine)
