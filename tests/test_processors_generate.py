@@ -218,7 +218,8 @@ EVERYTHING = dict(
     watermarking_config=transformers.WatermarkingConfig(bias=1.5, seeding_scheme="selfhash"))
 
 
-@pytest.mark.parametrize("case", ["sample", "greedy", "one_token_prompt", "unpadded", "synthid", "defaults"])
+@pytest.mark.parametrize("case", ["sample", "greedy", "one_token_prompt", "unpadded", "synthid", "defaults",
+                                  "our_user_classes"])
 def test_built_order_equals_the_reference(case, monkeypatch):
     model = tiny_model("llama")
     ids, mask = prompts(3, 2)
@@ -237,6 +238,8 @@ def test_built_order_equals_the_reference(case, monkeypatch):
     elif case == "defaults":
         kwargs = dict(do_sample=True, attention_mask=mask, max_new_tokens=6)
     reference = [describe(p) for p in reference_pipeline(model, ids, **kwargs)]
+    if case == "our_user_classes":  # ours replace ours where the reference's replace the reference's
+        kwargs["logits_processor"] = [ours.RepetitionPenaltyLogitsProcessor(2.0), ours.TemperatureLogitsWarper(0.5)]
     mine = [describe(p) for p in our_pipeline(model, ids, monkeypatch, **kwargs)]
     assert mine == reference
     if case == "sample":
