@@ -222,9 +222,12 @@ class SuppressTokensLogitsProcessor(LogitsProcessor):
 
     def __init__(self, suppress_tokens: Sequence[int], device: Union[str, torch.device] = "cpu"):
         self.suppress_tokens = id_tensor(list(suppress_tokens), device, "suppress_tokens")
+        self._banned = None   # [vocab] bool, built at the first call (it runs every step)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        banned = vocab_mask(self.suppress_tokens, scores.shape[-1], scores.device)
+        banned = self._banned
+        if banned is None or banned.shape[0] != scores.shape[-1] or banned.device != scores.device:
+            banned = self._banned = vocab_mask(self.suppress_tokens, scores.shape[-1], scores.device)
         return torch.where(banned, -math.inf, scores)
 
 

@@ -54,6 +54,11 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         self.use_cache = use_cache
         self.reset()
 
+    def __repr__(self) -> str:
+        negative = None if self.unconditional_ids is None else tuple(self.unconditional_ids.shape)
+        return (f"{type(self).__name__}(guidance_scale={self.guidance_scale!r}, model={type(self.model).__name__}, "
+                f"unconditional_ids shape={negative}, use_cache={self.use_cache!r})")
+
     def reset(self) -> None:
         """Forget the negative sequence and its cache (the next call starts from the negative prompt)."""
         self._ids: Optional[torch.Tensor] = None    # what was fed last (everything, without a cache)
