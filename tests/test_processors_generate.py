@@ -6,7 +6,6 @@ with ``model.generate(custom_generate=...)``), user processors replace and appen
 merges them, guidance and watermarking end to end, and range errors before any forward pass.
 """
 
-import sys
 
 import pytest
 import torch
@@ -196,16 +195,9 @@ def reference_pipeline(model, ids, **kwargs):
     return captured["processors"]
 
 
-def our_pipeline(model, ids, monkeypatch, **kwargs):
-    captured = {}
-
-    def capture(model, input_ids, attention_mask, settings, processors, *rest):
-        captured["processors"] = list(processors)
-        return input_ids
-
-    monkeypatch.setattr(sys.modules["decoding.generate"], "run_strategy", capture)
-    decoding.generate(model, ids, **kwargs)
-    return captured["processors"]
+def our_pipeline(model, ids, **kwargs):
+    """The processors ``decoding.generate`` would run: ``decoding.pipeline`` is built by the same code."""
+    return list(decoding.pipeline(model, ids, **kwargs))
 
 
 EVERYTHING = dict(
@@ -220,7 +212,7 @@ EVERYTHING = dict(
 
 @pytest.mark.parametrize("case", ["sample", "greedy", "one_token_prompt", "unpadded", "synthid", "defaults",
                                   "our_user_classes"])
-def test_built_order_equals_the_reference(case, monkeypatch):
+def test_built_order_equals_the_reference(case):
     model = tiny_model("llama")
     ids, mask = prompts(3, 2)
     kwargs = dict(EVERYTHING, do_sample=True, eos_token_id=[EOS, 11], max_new_tokens=6,
@@ -240,7 +232,7 @@ def test_built_order_equals_the_reference(case, monkeypatch):
     reference = [describe(p) for p in reference_pipeline(model, ids, **kwargs)]
     if case == "our_user_classes":  # ours replace ours where the reference's replace the reference's
         kwargs["logits_processor"] = [ours.RepetitionPenaltyLogitsProcessor(2.0), ours.TemperatureLogitsWarper(0.5)]
-    mine = [describe(p) for p in our_pipeline(model, ids, monkeypatch, **kwargs)]
+    mine = [describe(p) for p in our_pipeline(model, ids, **kwargs)]
     assert mine == reference
     if case == "sample":
         assert len(mine) == 27  # every reference processor but SynthID, plus the user's temperature
