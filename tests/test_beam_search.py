@@ -213,6 +213,25 @@ def test_user_processors_from_transformers(do_sample):
     assert_same_beams(reference, ours)
 
 
+@pytest.mark.parametrize("arch, do_sample, knobs", [
+    ("llama", False, dict(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3,
+                          bad_words_ids=[[8], [9, 10]], sequence_bias={(5,): 1.0}, suppress_tokens=[12])),
+    ("gpt2", False, dict(encoder_repetition_penalty=1.2, exponential_decay_length_penalty=(2, 1.1),
+                         forced_eos_token_id=EOS, renormalize_logits=True)),
+    ("qwen2", True, dict(temperature=0.8, min_p=0.05, typical_p=0.9, repetition_penalty=1.2)),
+    ("gpt_neox", True, dict(top_k=20, epsilon_cutoff=0.001, eta_cutoff=0.001, begin_suppress_tokens=[14])),
+])
+def test_reference_processors_by_keyword_with_beams(arch, do_sample, knobs):
+    """Every processor built from its keyword runs on the beam rows as the reference runs it
+    (log-probs first; warpers keep at least ``n_eos + 1`` tokens with beam sampling)."""
+    model = tiny_model(arch)
+    ids, mask = prompts(2, 4)
+    reference, ours = both(model, ids, 3, attention_mask=mask, max_new_tokens=10, num_beams=3,
+                           num_return_sequences=2, do_sample=do_sample, eos_token_id=[EOS, 7], pad_token_id=PAD,
+                           return_dict_in_generate=True, output_scores=True, **knobs)
+    assert_same_beams(reference, ours)
+
+
 class PenaliseGenerated(decoding.LogitsProcessor):
     """Stateful: remembers each row's generated tokens via the lifecycle and subtracts 1.5 from them."""
 
