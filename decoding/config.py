@@ -61,7 +61,7 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
     "exponential_decay_length_penalty", "remove_invalid_values", "renormalize_logits",
     "guidance_scale", "watermarking_config", "length_penalty",
-    # processors beyond the reference (docs/processors-beyond.md); None means off
+    # processors beyond the reference (docs/processors.md#beyond-the-reference); None means off
     "presence_penalty", "frequency_penalty", "logit_bias", "allowed_token_ids", "top_n_sigma",
     "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
     "dry_sequence_breakers", "dry_penalty_last_n", "mirostat_tau", "mirostat_eta", "dynatemp_range",

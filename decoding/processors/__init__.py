@@ -37,7 +37,7 @@ __all__ = [
     "REFERENCE_PROCESSORS", *(cls.__name__ for cls in REFERENCE_PROCESSORS),
 ]
 
-# Beyond the reference (docs/processors-beyond.md); `orders` holds the engines' order presets.
+# Beyond the reference (docs/processors.md#beyond-the-reference); `orders` holds the engines' order presets.
 from .bias import AllowedTokenIdsLogitsProcessor, LogitBiasLogitsProcessor  # noqa: E402
 from .dry import DRYLogitsProcessor  # noqa: E402
 from .dynatemp import DynamicTemperatureLogitsWarper  # noqa: E402
