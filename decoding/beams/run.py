@@ -19,7 +19,8 @@ from ..outputs import GenerateOutput
 from ..processors import LogitsProcessorList
 from ..runner import ModelRunner
 from ..stopping import StoppingCriteriaList
-from ..strategies.beam import BeamConfig, StepOutputs, beam_search, start
+from ..strategies.beam import BeamConfig, beam_search, start
+from ..strategies.state import StepOutputs
 
 
 def check_beam_arguments(settings: Settings, streamer: Any, output_beam_tree: Any, seed: Any = None) -> None:
@@ -73,9 +74,8 @@ def run_beam_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: t
     runner = ModelRunner(model, attention_mask, max_length, use_cache=bool(settings.use_cache),
                          output_device=input_ids.device, output_attentions=attentions,
                          output_hidden_states=hidden_states)
-    keep = (lambda wanted: [] if return_dict and wanted else None)
-    outputs = StepOutputs(scores=keep(settings.output_scores), logits=keep(settings.output_logits),
-                          attentions=keep(attentions), hidden_states=keep(hidden_states))
+    outputs = StepOutputs(return_dict and bool(settings.output_scores), return_dict and bool(settings.output_logits),
+                          return_dict and attentions, return_dict and hidden_states)
     prompts, prompt_length = input_ids.shape[0] // config.num_beams, input_ids.shape[1]
 
     observers: list = []

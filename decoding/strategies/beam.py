@@ -37,6 +37,7 @@ import torch
 from ..processors import LogitsProcessor, LogitsProcessorList
 from ..runner import ModelRunner
 from ..stopping import StoppingCriteriaList
+from .state import StepOutputs
 
 # The reference's "impossible" score. It is *added* (never assigned), so a marked score keeps its
 # order among other marked scores, up to float32 rounding, exactly as in the reference.
@@ -176,30 +177,6 @@ class BeamStep:
     could_improve: torch.BoolTensor
     was_full: torch.BoolTensor
     state: BeamState
-
-
-@dataclass
-class StepOutputs:
-    """What ``return_dict_in_generate`` asks to keep, one entry per step (as ``SequenceState.record``)."""
-
-    scores: Optional[list] = None
-    logits: Optional[list] = None
-    attentions: Optional[list] = None
-    hidden_states: Optional[list] = None
-
-    def add(self, logits: torch.FloatTensor, scores: torch.FloatTensor, model_output: Any) -> None:
-        if self.scores is not None:
-            self.scores.append(scores)
-        if self.logits is not None:
-            self.logits.append(logits)
-        if self.attentions is not None:
-            self.attentions.append(model_output.attentions)
-        if self.hidden_states is not None:
-            self.hidden_states.append(model_output.hidden_states)
-
-    def scores_so_far(self) -> Optional[tuple]:
-        """What stopping criteria receive as ``scores``: the recorded scores, or None (the reference's rule)."""
-        return tuple(self.scores) if self.scores is not None else None
 
 
 @dataclass
@@ -426,7 +403,7 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         # 1. Score: log-probs first, then the processors (the reverse of sampling's order).
         log_probs = processors(running_ids, torch.log_softmax(logits, dim=-1))
         if outputs is not None:
-            outputs.add(logits, log_probs, runner.last_output)
+            outputs.record(logits, log_probs, runner.last_output)
 
         # 2-3. Accumulate and pick K candidates per prompt.
         candidates = pick_candidates(accumulate(log_probs, state), state, config)

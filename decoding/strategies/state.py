@@ -15,7 +15,39 @@ from ..outputs import GenerateOutput
 from ..stopping import StoppingCriteriaList
 
 
-class SequenceState:
+class StepOutputs:
+    """What ``return_dict_in_generate`` asks to keep, one entry per step; a list is None when not asked for.
+
+    Attributes:
+        scores: processed scores, each ``[rows, vocab]`` float32.
+        logits: raw logits, each ``[rows, vocab]`` float32.
+        attentions / hidden_states: the model's, per step, as it returned them.
+    """
+
+    def __init__(self, output_scores: bool = False, output_logits: bool = False,
+                 output_attentions: bool = False, output_hidden_states: bool = False):
+        self.scores: Optional[list] = [] if output_scores else None
+        self.logits: Optional[list] = [] if output_logits else None
+        self.attentions: Optional[list] = [] if output_attentions else None
+        self.hidden_states: Optional[list] = [] if output_hidden_states else None
+
+    def record(self, logits: torch.FloatTensor, scores: torch.FloatTensor, model_output: Any = None) -> None:
+        """Keep this step's raw logits, processed scores (and attentions, hidden states) when asked for."""
+        if self.scores is not None:
+            self.scores.append(scores)
+        if self.logits is not None:
+            self.logits.append(logits)
+        if self.attentions is not None:
+            self.attentions.append(model_output.attentions)
+        if self.hidden_states is not None:
+            self.hidden_states.append(model_output.hidden_states)
+
+    def scores_so_far(self) -> Optional[tuple]:
+        """What stopping criteria receive as ``scores``: the recorded scores, or None (the reference's rule)."""
+        return tuple(self.scores) if self.scores is not None else None
+
+
+class SequenceState(StepOutputs):
     """Sequences ``[rows, length]`` int64 plus per-row done flags, scores and logits per step.
 
     Args:
@@ -42,10 +74,7 @@ class SequenceState:
         self.streamer = streamer
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=prompt_ids.device)
         self.done = False
-        self.scores: Optional[list] = [] if output_scores else None
-        self.logits: Optional[list] = [] if output_logits else None
-        self.attentions: Optional[list] = [] if output_attentions else None
-        self.hidden_states: Optional[list] = [] if output_hidden_states else None
+        super().__init__(output_scores, output_logits, output_attentions, output_hidden_states)
         if streamer is not None:
             streamer.put(prompt_ids.cpu())
 
@@ -53,17 +82,6 @@ class SequenceState:
     def sequences(self) -> torch.LongTensor:
         """``[rows, length]``: the prompt and every token appended so far."""
         return self._buffer[:, :self.length]
-
-    def record(self, logits: torch.FloatTensor, scores: torch.FloatTensor, model_output: Any = None) -> None:
-        """Keep this step's raw logits, processed scores (and attentions, hidden states) when asked for."""
-        if self.scores is not None:
-            self.scores.append(scores)
-        if self.logits is not None:
-            self.logits.append(logits)
-        if self.attentions is not None:
-            self.attentions.append(model_output.attentions)
-        if self.hidden_states is not None:
-            self.hidden_states.append(model_output.hidden_states)
 
     def append(self, tokens: torch.LongTensor) -> torch.LongTensor:
         """Append one token per row (``[rows]`` int64); returns the tokens written (pads included)."""
@@ -75,8 +93,7 @@ class SequenceState:
             self._buffer = grown
         self._buffer[:, self.length] = tokens
         self.length += 1
-        scores = tuple(self.scores) if self.scores is not None else None
-        self.unfinished &= ~self.criteria(self.sequences, scores)
+        self.unfinished &= ~self.criteria(self.sequences, self.scores_so_far())
         if self.streamer is not None:
             self.streamer.put(tokens.cpu())
         self.done = not bool(self.unfinished.any())
