@@ -305,13 +305,14 @@ def load(model_id_or_path: Union[None, str, Path] = None, quantization: Optional
     resolved_dtype = resolve_dtype(dtype)
     target = resolve_device(device) if device_map is None else None
     started = time.perf_counter()
+    kwargs = dict(from_pretrained_kwargs)
+    if quantization is not None:  # before fetching anything: a missing package fails fast
+        kwargs["quantization_config"] = quantization_config(quantization, target)
     source = resolve_source(model_id_or_path)
 
-    kwargs = dict(from_pretrained_kwargs)
     if resolved_dtype is not None:
         kwargs["dtype"] = resolved_dtype
     if quantization is not None:
-        kwargs["quantization_config"] = quantization_config(quantization, target)
         # bitsandbytes quantizes while placing the weights, so the device goes through device_map
         kwargs["device_map"] = device_map if device_map is not None else {"": str(target)}
     elif device_map is not None:
