@@ -33,6 +33,18 @@ FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "assistant_early_exit": int,
 }
 
+#: Help for the keywords used most; the others get a generic line naming their reference default.
+COMMON_HELP: dict[str, str] = {
+    "max_new_tokens": "at most this many new tokens (default: the length the model's generation config sets, else 256)",
+    "do_sample": "sample instead of greedy decoding (use with --seed for a reproducible run)",
+    "temperature": "divide the logits by T before sampling (with --do-sample)",
+    "top_k": "sample among the K most likely tokens only (with --do-sample)",
+    "top_p": "sample among the smallest set of tokens whose probability reaches P (with --do-sample)",
+    "repetition_penalty": "penalize tokens already in the prompt or the output (1.0: off)",
+    "num_beams": "beam search with this many beams",
+    "stop_strings": "stop when the output ends with one of these texts",
+}
+
 #: Fields that take several values after one flag (``--stop-strings "." "!"``).
 MULTI_VALUE: dict[str, Callable[[str], Any]] = {"stop_strings": str}
 
@@ -62,6 +74,8 @@ def _flag_spec(name: str) -> dict[str, Any]:
     default = GLOBAL_DEFAULTS.get(name)
     shown = f"reference default: {default!r}" if name in GLOBAL_DEFAULTS else "reference default: None"
     help_text = f"generate(..., {name}=...); {shown}; unset: the model's generation config decides"
+    if name in COMMON_HELP:
+        help_text = f"{COMMON_HELP[name]}; generate(..., {name}=...)"
     if name in MULTI_VALUE:
         return dict(nargs="+", type=MULTI_VALUE[name], metavar="TEXT", help=help_text)
     if name in FIELD_TYPES:
@@ -207,7 +221,9 @@ def _generate_command(session: _Session) -> int:
 
             mask = torch.ones_like(ids)
         kwargs = dict(session.kwargs)
-        if "max_new_tokens" not in kwargs and "max_length" not in kwargs:
+        config = getattr(session.model, "generation_config", None)
+        if ("max_new_tokens" not in kwargs and "max_length" not in kwargs
+                and getattr(config, "max_new_tokens", None) is None and getattr(config, "max_length", None) is None):
             kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
     new, identical = session.run(ids, mask, kwargs)
     if not use_template and not decode_answer(session.tokenizer, new).strip():
