@@ -9,10 +9,12 @@ The drop-in door::
 The research door: every box of the data flow is public (see docs/how-it-works.md).
 """
 
+from .chat import ChatTemplateError, chat
 from .compare import Comparison, compare
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate
 from .inputs import left_pad
+from .loading import LoadedModel, load, release
 from .outputs import GenerateOutput
 from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
                          TopKLogitsWarper, TopPLogitsWarper, build_pipeline)
@@ -29,4 +31,5 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
     "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
+    "load", "LoadedModel", "release", "chat", "ChatTemplateError",
 ]
