@@ -42,8 +42,9 @@ def test_load_folder_unpacks_eval_and_times(tiny_dir):
 
 
 def test_dtype_is_applied(tiny_dir):
-    with load(tiny_dir, device="cpu", dtype="bfloat16") as loaded:
-        assert loaded.model.dtype == torch.bfloat16
+    with load(tiny_dir, device="cpu", dtype="bfloat16") as (model, tokenizer):
+        assert model.dtype == torch.bfloat16 and tokenizer.pad_token == "<pad>"
+    assert all(p.device.type == "meta" for p in model.parameters())  # freed at the end of the block
 
 
 def test_pad_token_set_from_eos_when_missing(tmp_path):
