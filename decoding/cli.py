@@ -64,11 +64,6 @@ def _literal(text: str) -> Any:
         return text
 
 
-def _bool_or_literal(text: str) -> Any:
-    value = _literal(text)
-    return value
-
-
 def _flag_spec(name: str) -> dict[str, Any]:
     """argparse keyword arguments for the generation field ``name``."""
     default = GLOBAL_DEFAULTS.get(name)
@@ -82,7 +77,7 @@ def _flag_spec(name: str) -> dict[str, Any]:
         return dict(type=FIELD_TYPES[name], metavar=FIELD_TYPES[name].__name__.upper(), help=help_text)
     if isinstance(default, bool):
         if name == "early_stopping":  # True, False or "never"
-            return dict(type=_bool_or_literal, metavar="{True,False,never}", help=help_text)
+            return dict(type=_literal, metavar="{True,False,never}", help=help_text)
         return dict(action=argparse.BooleanOptionalAction, help=help_text)
     if isinstance(default, (int, float, str)):
         return dict(type=type(default), metavar=type(default).__name__.upper(), help=help_text)
