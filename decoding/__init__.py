@@ -9,12 +9,10 @@ The drop-in door::
 The research door: every box of the data flow is public (see docs/how-it-works.md).
 """
 
-from .chat import ChatTemplateError, chat
 from .compare import Comparison, compare
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate
 from .inputs import left_pad
-from .loading import LoadedModel, load, release
 from .outputs import GenerateOutput
 from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
                          TopKLogitsWarper, TopPLogitsWarper, build_pipeline)
@@ -31,5 +29,10 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
     "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
-    "load", "LoadedModel", "release", "chat", "ChatTemplateError",
 ]
+
+# Loading, chat and memory (docs/loading.md, docs/chat.md); the command line is `python -m decoding`.
+from .chat import ChatTemplateError, chat  # noqa: E402
+from .loading import LoadedModel, load, release  # noqa: E402
+
+__all__ += ["load", "LoadedModel", "release", "chat", "ChatTemplateError"]
