@@ -33,3 +33,9 @@ __all__ = [
     "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
     "BeamStreamer", "BeamTextStreamer", "LiveBeam", "compute_transition_scores",
 ]
+
+# Loading, chat and memory (docs/loading.md, docs/chat.md); the command line is `python -m decoding`.
+from .chat import ChatTemplateError, chat  # noqa: E402
+from .loading import LoadedModel, load, release  # noqa: E402
+
+__all__ += ["load", "LoadedModel", "release", "chat", "ChatTemplateError"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -120,10 +121,28 @@ def convert_gguf(gguf: Path, target: Path, progress: Callable[[str], None] = _sa
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
+    if hasattr(model.config, "quantization_config"):  # the weights are de-quantized: not a GGUF model any more
+        del model.config.quantization_config
     model.generation_config = loaded.generation_config
     progress(f"saving the converted model to {target} ...")
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
+
+
+def _drop_stale_quantization_config(folder: Path) -> None:
+    """Repair a folder converted before the fix: its config.json still named the GGUF quantization.
+
+    That entry made ``from_pretrained(..., quantization_config=BitsAndBytesConfig(...))`` refuse the
+    folder ("quantized with GgufConfig"). It is removed in place (atomically), with no network needed.
+    """
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("quantization_config", {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    partial = folder / "config.json.partial"
+    partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, config_path)
 
 
 def builtin_model_path(progress: Callable[[str], None] = _say) -> Path:
@@ -135,6 +154,7 @@ def builtin_model_path(progress: Callable[[str], None] = _say) -> Path:
     """
     target = cache_dir() / BUILTIN_NAME
     if (target / _COMPLETE).is_file():
+        _drop_stale_quantization_config(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     progress(f"preparing the built-in model SmolLM2-135M-Instruct (once; cached in {target})")

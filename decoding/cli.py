@@ -1,0 +1,294 @@
+"""The command line: ``python -m decoding generate "PROMPT"`` and ``python -m decoding chat``.
+
+Both run on the built-in model unless ``--model`` names a local Hugging Face folder or a hub id,
+stream the answer to stdout as it is generated, and take every generation keyword of
+:func:`decoding.generate` as a flag (``--max-new-tokens 40 --do-sample --temperature 0.7``). The flags
+are derived from :data:`decoding.config.CONFIG_FIELDS` and the reference's defaults, so a keyword added
+there appears here. ``--compare`` also runs ``model.generate`` and reports whether the tokens are
+identical. Errors are one line on stderr and a non-zero exit status. docs/cli.md has the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+import warnings
+from typing import Any, Callable, Optional, Sequence
+
+from .config import CONFIG_FIELDS, GLOBAL_DEFAULTS
+
+#: Generation fields that are not flags: they change what ``generate`` returns (the CLI prints text;
+#: ``--compare`` reports scores) or take an object that a command line cannot express.
+NOT_FLAGS: tuple[str, ...] = ("return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
+                              "output_hidden_states", "watermarking_config")
+
+#: Value parsers for fields whose reference default is None (so the type cannot be read off it) or
+#: whose values are not of the default's type. Fields not listed here and without a typed default
+#: take a Python literal (``2``, ``[2, 7]``, ``{(5,): -1.0}``), or else the text itself.
+FIELD_TYPES: dict[str, Callable[[str], Any]] = {
+    "max_new_tokens": int, "min_new_tokens": int, "max_time": float, "min_p": float, "top_h": float,
+    "guidance_scale": float, "prompt_lookup_num_tokens": int, "max_matching_ngram_size": int,
+    "assistant_early_exit": int,
+}
+
+#: Help for the keywords used most; the others get a generic line naming their reference default.
+COMMON_HELP: dict[str, str] = {
+    "max_new_tokens": "at most this many new tokens (default: the length the model's generation config sets, else 256)",
+    "do_sample": "sample instead of greedy decoding (use with --seed for a reproducible run)",
+    "temperature": "divide the logits by T before sampling (with --do-sample)",
+    "top_k": "sample among the K most likely tokens only (with --do-sample)",
+    "top_p": "sample among the smallest set of tokens whose probability reaches P (with --do-sample)",
+    "repetition_penalty": "penalize tokens already in the prompt or the output (1.0: off)",
+    "num_beams": "beam search with this many beams",
+    "stop_strings": "stop when the output ends with one of these texts",
+}
+
+#: Fields that take several values after one flag (``--stop-strings "." "!"``).
+MULTI_VALUE: dict[str, Callable[[str], Any]] = {"stop_strings": str}
+
+EXIT_ERROR = 1
+EXIT_DIFFERENT = 3  # --compare found a difference
+EXIT_INTERRUPTED = 130
+
+
+def _literal(text: str) -> Any:
+    """A Python literal when ``text`` is one (``2``, ``[2, 7]``, ``True``), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+def _flag_spec(name: str) -> dict[str, Any]:
+    """argparse keyword arguments for the generation field ``name``."""
+    default = GLOBAL_DEFAULTS.get(name)
+    shown = f"reference default: {default!r}" if name in GLOBAL_DEFAULTS else "reference default: None"
+    help_text = f"generate(..., {name}=...); {shown}; unset: the model's generation config decides"
+    if name in COMMON_HELP:
+        help_text = f"{COMMON_HELP[name]}; generate(..., {name}=...)"
+    if name in MULTI_VALUE:
+        return dict(nargs="+", type=MULTI_VALUE[name], metavar="TEXT", help=help_text)
+    if name in FIELD_TYPES:
+        return dict(type=FIELD_TYPES[name], metavar=FIELD_TYPES[name].__name__.upper(), help=help_text)
+    if isinstance(default, bool):
+        if name == "early_stopping":  # True, False or "never"
+            return dict(type=_literal, metavar="{True,False,never}", help=help_text)
+        return dict(action=argparse.BooleanOptionalAction, help=help_text)
+    if isinstance(default, (int, float, str)):
+        return dict(type=type(default), metavar=type(default).__name__.upper(), help=help_text)
+    return dict(type=_literal, metavar="VALUE", help=help_text + " (a Python literal, e.g. 2 or [2, 7])")
+
+
+def generation_flag_names(parser_options: Sequence[str] = ()) -> list[str]:
+    """The generation fields that become flags: :data:`CONFIG_FIELDS` minus :data:`NOT_FLAGS` and
+    minus names the CLI already uses for its own options (``seed``, ...)."""
+    taken = set(parser_options)
+    return [name for name in CONFIG_FIELDS if name not in NOT_FLAGS and name not in taken]
+
+
+_OWN_OPTIONS = ("model", "quantization", "device", "dtype", "seed", "compare", "verbose", "raw",
+                "message", "system", "merge_system", "prompt", "command")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> list[str]:
+    parser.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                        help="a local Hugging Face folder or a hub id; default: the built-in SmolLM2-135M-Instruct")
+    parser.add_argument("--quantization", choices=["4bit", "8bit"], default=None,
+                        help="load through bitsandbytes: 4bit (NF4, bfloat16 compute) or 8bit (LLM.int8())")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default: cuda if present, else cpu")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto; default: the checkpoint's")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="torch.manual_seed(SEED) before generating (with --compare: before each run; default 0)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run model.generate and report whether the tokens are identical "
+                             f"(exit status {EXIT_DIFFERENT} when they differ)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print the load time and the time per new token to stderr")
+    group = parser.add_argument_group("generation keywords (those of decoding.generate / model.generate)")
+    names = generation_flag_names(_OWN_OPTIONS)
+    for name in names:
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, **_flag_spec(name))
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m decoding",
+        description="Generate with decoding's own loop (the same tokens as transformers' model.generate).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat}")
+    gen = commands.add_parser(
+        "generate", help="answer PROMPT (one user message through the chat template), or continue raw text with --raw",
+        description="Stream the model's output for PROMPT. When the tokenizer has a chat template (the built-in "
+                    "model's has), PROMPT is sent as one user message through it with add_generation_prompt=True, "
+                    "as an instruct model expects; --raw sends the text itself, exactly as tokenizer(PROMPT).")
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--raw", action="store_true",
+                     help="no chat template: the prompt is tokenizer(PROMPT) and the model continues the text "
+                          "(the default when the tokenizer has no chat template)")
+    gen.set_defaults(generation_names=_add_common(gen))
+    chat = commands.add_parser("chat", help="chat: interactive with history, or one-shot with --message",
+                               description="Chat with the model. Without --message: interactive; type /reset to "
+                                           "clear the history, /exit or an end of file (Ctrl-D) to quit.")
+    chat.add_argument("--message", default=None, help="answer this one user message and exit")
+    chat.add_argument("--system", default=None, help="a system message (replaces a template's default one)")
+    chat.add_argument("--merge-system", action="store_true",
+                      help="for templates without a system role: put the system text in front of the first user message")
+    chat.set_defaults(generation_names=_add_common(chat))
+    return parser
+
+
+def _say(message: str) -> None:
+    print(f"[decoding] {message}", file=sys.stderr, flush=True)
+
+
+class _Session:
+    """The loaded model plus the options of one command-line run."""
+
+    def __init__(self, args: argparse.Namespace):
+        from .loading import load
+
+        self.args = args
+        self.kwargs = {name: getattr(args, name) for name in args.generation_names if hasattr(args, name)}
+        if not args.verbose:  # transformers' "Loading weights" bar; the built-in model's own progress stays
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        loaded = load(args.model, quantization=args.quantization, device=args.device, dtype=args.dtype)
+        self.loaded = loaded
+        self.model, self.tokenizer = loaded
+        if args.verbose:
+            _say(f"loaded {loaded.source} ({args.quantization or 'not quantized'}) in {loaded.load_seconds:.2f} s")
+
+    def run(self, input_ids: Any, attention_mask: Any, kwargs: dict[str, Any]) -> tuple[Any, bool]:
+        """Generate (streaming to stdout) from ``[1, len]`` ids; returns (new ids ``[n]``, identical or True)."""
+        import torch
+
+        from .compare import compare
+        from .generate import generate
+        from .runner import model_device
+        from .streaming import TextStreamer
+
+        device = model_device(self.model)
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        if "stop_strings" in kwargs:
+            kwargs = dict(kwargs, tokenizer=self.tokenizer)
+        prompt_length = input_ids.shape[1]
+        if self.args.compare:
+            seed = 0 if self.args.seed is None else self.args.seed
+            _say("running model.generate first (not streamed), then decoding.generate (streamed) ...")
+            result = compare(self.model, input_ids, seed=seed, attention_mask=attention_mask, streamer=streamer,
+                             **kwargs)
+            print(f"compare with model.generate (seed {seed}): {result.summary()}", flush=True)
+            return result.ours.sequences[0, prompt_length:], result.identical
+        if self.args.seed is not None:
+            torch.manual_seed(self.args.seed)
+        started = time.perf_counter()
+        sequences = generate(self.model, input_ids, attention_mask=attention_mask, streamer=streamer, **kwargs)
+        elapsed = time.perf_counter() - started
+        new = sequences[0, prompt_length:]
+        if self.args.verbose and len(new):
+            _say(f"{len(new)} new tokens in {elapsed:.2f} s ({1000 * elapsed / len(new):.1f} ms/token, prefill "
+                 f"of {prompt_length} tokens included)")
+        return new, True
+
+
+def _generate_command(session: _Session) -> int:
+    from .chat import DEFAULT_MAX_NEW_TOKENS, chat_generation_kwargs, chat_prompt, decode_answer
+
+    args = session.args
+    use_template = not args.raw and getattr(session.tokenizer, "chat_template", None) is not None
+    if use_template:
+        prompt = chat_prompt(session.tokenizer, [{"role": "user", "content": args.prompt}])
+        ids, mask = prompt.input_ids, prompt.attention_mask
+        kwargs = chat_generation_kwargs(session.model, session.tokenizer, **session.kwargs)
+    else:
+        encoded = session.tokenizer(args.prompt, return_tensors="pt")
+        ids = encoded["input_ids"]
+        mask = encoded.get("attention_mask")
+        if mask is None:
+            import torch
+
+            mask = torch.ones_like(ids)
+        kwargs = dict(session.kwargs)
+        config = getattr(session.model, "generation_config", None)
+        if ("max_new_tokens" not in kwargs and "max_length" not in kwargs
+                and getattr(config, "max_new_tokens", None) is None and getattr(config, "max_length", None) is None):
+            kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+    new, identical = session.run(ids, mask, kwargs)
+    if not use_template and not decode_answer(session.tokenizer, new).strip():
+        _say("the model ended at once (an instruct model given raw text often does); drop --raw")
+    return 0 if identical else EXIT_DIFFERENT
+
+
+def _chat_turn(session: _Session, messages: list[dict]) -> tuple[str, bool]:
+    from .chat import chat_generation_kwargs, chat_prompt, decode_answer
+
+    prompt = chat_prompt(session.tokenizer, messages, merge_system=session.args.merge_system)
+    kwargs = chat_generation_kwargs(session.model, session.tokenizer, **session.kwargs)
+    new, identical = session.run(prompt.input_ids, prompt.attention_mask, kwargs)
+    return decode_answer(session.tokenizer, new), identical
+
+
+def _chat_command(session: _Session) -> int:
+    args = session.args
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    if args.message is not None:
+        _, identical = _chat_turn(session, start + [{"role": "user", "content": args.message}])
+        return 0 if identical else EXIT_DIFFERENT
+    messages = list(start)
+    all_identical = True
+    _say(f"chatting with {session.loaded.source}; /reset clears the history, /exit or Ctrl-D quits")
+    while True:
+        print("you> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:  # end of input
+            print(file=sys.stderr)
+            break
+        text = line.strip()
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            messages = list(start)
+            _say("history cleared")
+            continue
+        if not text:
+            continue
+        messages.append({"role": "user", "content": text})
+        answer, identical = _chat_turn(session, messages)
+        all_identical = all_identical and identical
+        messages.append({"role": "assistant", "content": answer})
+    return 0 if all_identical else EXIT_DIFFERENT
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 3 --compare found a difference)."""
+    args = build_parser().parse_args(argv)
+    session = None
+    try:
+        session = _Session(args)
+        return _generate_command(session) if args.command == "generate" else _chat_command(session)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # one clear line, no traceback (set DECODING_TRACEBACK=1 for one)
+        import os
+
+        if os.environ.get("DECODING_TRACEBACK"):
+            raise
+        print(f"decoding: error: {_one_line(error)}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    finally:
+        if session is not None:
+            session.loaded.close()
