@@ -87,3 +87,13 @@ def test_errors_are_one_line_and_status_1(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == cli.EXIT_ERROR
     assert err[-1].startswith("decoding: error: ModelNotFoundError: model ") and "missing" in err[-1]
+
+
+def test_generate_with_beams_compares_with_the_reference(builtin_dir, capsys):
+    status = cli.main(["generate", "What is the capital of France?", "--model", str(builtin_dir), "--num-beams", "3",
+                       "--max-new-tokens", "12", "--compare"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    text, verdict = out.out.strip().splitlines()
+    assert "Paris" in text
+    assert verdict.startswith("compare with model.generate (seed 0): identical")
