@@ -89,9 +89,8 @@ NOT_YET_IMPLEMENTED: dict[str, Any] = {
     "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
     "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
     "remove_invalid_values": False, "renormalize_logits": False, "guidance_scale": None,
-    "watermarking_config": None, "min_length": 0, "min_new_tokens": None, "num_beams": 1, "prompt_lookup_num_tokens": None,
-    "assistant_early_exit": None,
-    "prefix_allowed_tokens_fn": None, "assistant_model": None, "negative_prompt_ids": None,
+    "watermarking_config": None, "min_length": 0, "min_new_tokens": None, "num_beams": 1,
+    "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
     "negative_prompt_attention_mask": None, "past_key_values": None, "seed": None, "order": None,
 }
 

@@ -16,8 +16,10 @@ from .config import Settings, resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
 from .runner import ModelRunner
+from .speculation import build_drafter, check_speculation, is_speculative
 from .stopping import StoppingCriteriaList, build_stopping
 from .strategies import SequenceState, greedy_search, sample
+from .strategies.speculative import speculative_decoding
 from .validation import (check_attention_mask, check_input_ids, check_not_yet_implemented,
                          check_settings, input_vocab_size)
 
@@ -113,9 +115,21 @@ def generate(
 
     context = PipelineContext(vocab_size=_vocab_width(model), prompt_length=prompt_length,
                               eos_token_ids=eos, num_beams=settings.num_beams, device=device)
+    speculative = is_speculative(settings, assistant_model)
+    if speculative:
+        check_speculation(settings, model, assistant_model, input_ids.shape[0], streamer)
     processors = build_pipeline(settings, context, logits_processor or [])
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
+    if speculative:
+        drafter = build_drafter(settings, model, assistant_model, attention_mask, processors, context, eos,
+                                max_length)
+        return_dict = bool(settings.return_dict_in_generate)
+        return speculative_decoding(model, input_ids, attention_mask, drafter, processors, criteria, max_length,
+                                    bool(settings.do_sample), pad, eos, streamer,
+                                    output_scores=return_dict and bool(settings.output_scores),
+                                    output_logits=return_dict and bool(settings.output_logits),
+                                    return_dict=return_dict)
     return run_strategy(model, input_ids, attention_mask, settings, processors, criteria, pad,
                         streamer, max_length)
 
