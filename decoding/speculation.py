@@ -13,6 +13,7 @@ three when they are passed to ``generate``; `decoding` uses a value passed to th
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any, Optional
 
@@ -75,6 +76,11 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
                 layers is not None and s.assistant_early_exit > layers):
             raise ValueError(f"`assistant_early_exit` must be an integer in [1, {layers}] (the number of layers "
                              f"that draft), but is {s.assistant_early_exit!r}.")
+        if not supports_early_exit(model):
+            raise NotImplementedError(
+                f"assistant_early_exit={s.assistant_early_exit!r}: {type(model).__name__} runs all its layers whatever "
+                "config.num_hidden_layers says, so it cannot exit early (the reference fails inside the model with "
+                "IndexError). Use prompt_lookup_num_tokens or an assistant_model instead.")
     if assistant_model is not None and (s.prompt_lookup_num_tokens is not None or s.assistant_early_exit is not None):
         other = "prompt_lookup_num_tokens" if s.prompt_lookup_num_tokens is not None else "assistant_early_exit"
         raise ValueError(f"both assistant_model and {other} were given; the reference would silently ignore "
@@ -114,6 +120,20 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
                 raise NotImplementedError(
                     f"{name} has sliding-window attention layers; speculative decoding with {rows} rows would leave "
                     "holes inside the window. Generate one prompt at a time for this model.")
+
+
+def supports_early_exit(model: Any) -> bool:
+    """True when the base model's forward loops over ``self.layers[: self.config.num_hidden_layers]``.
+
+    That is what lets the reference (and us) run only the first k layers by lowering
+    ``config.num_hidden_layers`` during the draft's forwards.
+    """
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    try:
+        source = inspect.getsource(type(base).forward)
+    except (OSError, TypeError):
+        return False
+    return "config.num_hidden_layers]" in source.replace(" ", "")
 
 
 def _logits_width(model: Any) -> Optional[int]:
