@@ -10,6 +10,7 @@ The research door: every box of the data flow is public (see docs/how-it-works.m
 """
 
 from .compare import Comparison, compare
+from .drafters import Draft, Drafter, DraftModel, EarlyExit, PromptLookup
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate
 from .inputs import left_pad
@@ -20,6 +21,7 @@ from .runner import ModelRunner
 from .stopping import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
                        StoppingCriteriaList)
 from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
+from .strategies.speculative import SpeculationStats
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,5 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
     "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
+    "Draft", "Drafter", "DraftModel", "EarlyExit", "PromptLookup", "SpeculationStats",
 ]
