@@ -185,6 +185,8 @@ def test_statistics_are_recorded():
     assert len(stats.proposed) == len(stats.accepted) == stats.target_forwards
     assert all(0 <= a <= p <= 4 for (p,), (a,) in zip(stats.proposed, stats.accepted))
     assert sum(a + 1 for (a,) in stats.accepted) == 20  # each round adds its accepted drafts + the target's token
+    assert [[a + 1] for (a,) in stats.accepted] == stats.added
+    assert stats.tokens_per_forward == 20 / stats.target_forwards
     assert stats.draft_forwards > 0
     assert 0.0 <= stats.acceptance_rate <= 1.0
 

@@ -44,6 +44,8 @@ class SpeculationStats:
         drafter: the drafter's name (``"draft model"``, ``"early exit"``, ``"prompt lookup"``).
         proposed: per round, the number of drafted tokens of each row (a list of ``rows`` ints).
         accepted: per round, how many of them the target kept (after the length and eos cuts).
+        added: per round, how many tokens each row gained (its accepted drafts plus the target's token;
+            0 for a finished row).
         target_forwards: forward passes of the target model (one per round).
         draft_forwards: forward passes of the draft model (0 for prompt lookup).
     """
@@ -51,6 +53,7 @@ class SpeculationStats:
     drafter: str
     proposed: list = field(default_factory=list)
     accepted: list = field(default_factory=list)
+    added: list = field(default_factory=list)
     target_forwards: int = 0
     draft_forwards: int = 0
 
@@ -62,9 +65,10 @@ class SpeculationStats:
 
     @property
     def tokens_per_forward(self) -> float:
-        """New tokens per target forward pass (1.0 for plain decoding)."""
-        new = sum(map(sum, self.accepted)) + sum(len(r) for r in self.accepted)
-        return new / self.target_forwards if self.target_forwards else 0.0
+        """New tokens per row per target forward pass (1.0 for plain decoding), over the longest row."""
+        rows = len(self.added[0]) if self.added else 0
+        longest = max((sum(r[i] for r in self.added) for i in range(rows)), default=0)
+        return longest / self.target_forwards if self.target_forwards else 0.0
 
 
 def process_positions(processors: LogitsProcessorList, sequences: RaggedSequences, draft: Draft,
@@ -210,6 +214,7 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
         drafter.accepted(draft, n, active)
         stats.proposed.append(draft.counts.tolist())
         stats.accepted.append(torch.minimum(n, draft.counts).tolist())
+        stats.added.append(keep.tolist())
         if rows == 1:
             k = int(keep[0])
             if streamer is not None:
