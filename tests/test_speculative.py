@@ -333,3 +333,18 @@ def test_schedule_passed_to_the_call_is_used():
                             num_assistant_tokens=3, assistant_confidence_threshold=None, return_dict_in_generate=True)
     assert max(p for (p,) in out.trace["speculation"].proposed) == 3
     assert draft.generation_config.num_assistant_tokens == 20
+
+
+def test_draft_sees_generated_pad_tokens_as_the_reference_does():
+    """Regression: the reference's assistant infers its mask from the sequence each round, so a generated
+    token equal to pad_token_id is masked for the draft; copying that keeps the sampled tokens equal."""
+    model, draft = tiny_model("opt"), draft_model("opt")
+    ids, mask = prompts(1, 1)
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, eos_token_id=None, pad_token_id=PAD, do_sample=True,
+                  temperature=0.7, top_k=50, assistant_model=draft)
+    torch.manual_seed(1)
+    reference = model.generate(ids, **kwargs)
+    torch.manual_seed(1)
+    ours = decoding.generate(model, ids, **kwargs)
+    assert (reference[0, ids.shape[1]:] == PAD).any()  # the case: a generated pad token
+    assert torch.equal(reference, ours)
