@@ -348,3 +348,15 @@ def test_draft_sees_generated_pad_tokens_as_the_reference_does():
     ours = decoding.generate(model, ids, **kwargs)
     assert (reference[0, ids.shape[1]:] == PAD).any()  # the case: a generated pad token
     assert torch.equal(reference, ours)
+
+
+def test_stop_strings_work_with_a_draft_model():
+    """The reference fails here (its assistant's generate gets the stop strings but no tokenizer);
+    we check stop strings on the target's sequence once per round, as it does for prompt lookup."""
+    from tests.tokenizer import byte_tokenizer
+    model, ids = tiny_model("llama"), repetitive_prompt(4)
+    kwargs = dict(max_new_tokens=10, eos_token_id=None, stop_strings=["zz"], tokenizer=byte_tokenizer())
+    with pytest.raises(ValueError, match="stop strings"):
+        model.generate(ids, assistant_model=draft_model("llama"), **kwargs)
+    plain = model.generate(ids, **kwargs)
+    assert torch.equal(plain, decoding.generate(model, ids, assistant_model=draft_model("llama"), **kwargs))
