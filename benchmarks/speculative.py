@@ -95,8 +95,8 @@ def main() -> None:
         (f"early exit (layer {args.exit_layer})", dict(assistant_early_exit=args.exit_layer)),
         (f"draft model ({args.exit_layer} layers)", dict(assistant_model=draft)),
     ]
-    for warm in (lambda: model.generate(ids, max_new_tokens=4), lambda: decoding.generate(model, ids, max_new_tokens=4)):
-        warm()  # first-call costs (allocator, kernels) out of the measurements
+    model.generate(ids, max_new_tokens=4)  # first-call costs (allocator, kernels) out of the measurements
+    decoding.generate(model, ids, max_new_tokens=4)
     print(f"built-in model SmolLM2-135M-Instruct; prompt {ids.shape[1]} tokens; {args.new_tokens} new tokens; "
           f"torch threads {torch.get_num_threads()}; best of {args.repeats}")
     header = (f"{'method':<26}{'impl':<11}{'tok/s':>8}{'vs greedy':>11}{'forwards':>10}{'same as greedy':>16}"

@@ -59,7 +59,8 @@ class RaggedSequences:
         longest = int(total.max())
         joined = torch.cat([self.buffer, extra], dim=1) if extra is not None else self.buffer
         width = self.buffer.shape[1]
-        column = torch.arange(longest, device=lengths.device)[None, :] - (longest - total)[:, None]  # index into the row
+        # column c of the output holds the row's token number c - (longest - total[r]); negative: left fill
+        column = torch.arange(longest, device=lengths.device)[None, :] - (longest - total)[:, None]
         from_extra = column >= lengths[:, None]
         index = torch.where(from_extra, width + column - lengths[:, None], column).clamp(min=0)
         out = joined.gather(1, index.clamp(max=joined.shape[1] - 1))

@@ -183,15 +183,16 @@ def build_drafter(settings: Settings, model: Any, assistant_model: Any, attentio
                                     prompt_length=context.prompt_length, eos_token_ids=eos,
                                     num_beams=1, device=context.device)
     common = dict(prompt_mask=attention_mask, processors=draft_pipeline(s, draft_context, processors),
-                  do_sample=bool(s.do_sample), eos_token_ids=draft_eos(eos, drafting_model, context.device), num_tokens=values["num_assistant_tokens"],
+                  do_sample=bool(s.do_sample), eos_token_ids=draft_eos(eos, drafting_model, context.device),
+                  num_tokens=values["num_assistant_tokens"],
                   schedule=values["num_assistant_tokens_schedule"],
                   confidence_threshold=values["assistant_confidence_threshold"],
                   write_back=getattr(drafting_model, "generation_config", None))
     if attention_mask.shape[0] == 1 and bool((attention_mask == 1).all()):
-        common["infer_mask_pad"] = (draft_pad(s, drafting_model, common["eos_token_ids"], context.device),
-                                    common["eos_token_ids"])
-        if common["infer_mask_pad"][0] is None:
-            common["infer_mask_pad"] = None
+        # one unpadded row: the reference's assistant infers its own mask from the sequence (see DraftModel)
+        pad_id = draft_pad(s, drafting_model, common["eos_token_ids"], context.device)
+        if pad_id is not None:
+            common["infer_mask_pad"] = (pad_id, common["eos_token_ids"])
     if s.assistant_early_exit is not None:
         return EarlyExit(model, s.assistant_early_exit, **common)
     return DraftModel(assistant_model, **common)

@@ -168,8 +168,7 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
         streamer: gets the prompt, then each round's accepted tokens ``[1, k]`` (one row only).
         output_scores / output_logits: one ``[1, vocab]`` entry per new token (one row only).
     """
-    rows, prompt_len = prompt_ids.shape
-    device = prompt_ids.device
+    rows, device = prompt_ids.shape[0], prompt_ids.device
     sequences = RaggedSequences(prompt_ids, max_length, fill=int(pad) if pad is not None else 0)
     target = BlockRunner(model, attention_mask, output_device=device)
     stats = SpeculationStats(drafter.name)
