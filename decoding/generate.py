@@ -117,7 +117,7 @@ def generate(
                               eos_token_ids=eos, num_beams=settings.num_beams, device=device)
     speculative = is_speculative(settings, assistant_model)
     if speculative:
-        check_speculation(settings, model, assistant_model, input_ids.shape[0], streamer)
+        check_speculation(settings, model, assistant_model, input_ids.shape[0], streamer, seed)
     processors = build_pipeline(settings, context, logits_processor or [])
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)

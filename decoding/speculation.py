@@ -57,9 +57,13 @@ def schedule_values(settings: Settings, drafting_model: Any) -> dict[str, Any]:
     return values
 
 
-def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows: int, streamer: Any) -> None:
+def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows: int, streamer: Any,
+                      seed: Any = None) -> None:
     """Refuse what speculation cannot do, before the first forward pass; messages name the fix."""
     s = settings
+    if seed is not None:
+        raise NotImplementedError(f"seed={seed!r} (per-row random streams) is not supported with speculative decoding "
+                                  "yet; seed with torch.manual_seed instead, or use plain sampling.")
     if not s.use_cache:
         raise ValueError("speculative decoding (assistant_model / prompt_lookup_num_tokens / assistant_early_exit) "
                          "needs the KV cache: remove use_cache=False.")

@@ -360,3 +360,12 @@ def test_stop_strings_work_with_a_draft_model():
         model.generate(ids, assistant_model=draft_model("llama"), **kwargs)
     plain = model.generate(ids, **kwargs)
     assert torch.equal(plain, decoding.generate(model, ids, assistant_model=draft_model("llama"), **kwargs))
+
+
+def test_per_row_seeds_are_refused_with_speculation():
+    from decoding.config import resolve_settings
+    from decoding.speculation import check_speculation
+    model = tiny_model("llama")
+    settings = resolve_settings(model, None, dict(prompt_lookup_num_tokens=3, do_sample=True))
+    with pytest.raises(NotImplementedError, match="seed"):
+        check_speculation(settings, model, None, 1, None, seed=[1])
