@@ -369,3 +369,24 @@ def test_per_row_seeds_are_refused_with_speculation():
     settings = resolve_settings(model, None, dict(prompt_lookup_num_tokens=3, do_sample=True))
     with pytest.raises(NotImplementedError, match="seed"):
         check_speculation(settings, model, None, 1, None, seed=[1])
+
+
+def test_an_error_mid_generation_keeps_the_tokens_so_far():
+    class Boom:
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, input_ids, scores=None, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("boom")
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    model, ids = tiny_model("llama"), repetitive_prompt(6)
+    with pytest.raises(decoding.GenerationInterrupted) as info:
+        decoding.generate(model, ids, max_new_tokens=30, eos_token_id=None, prompt_lookup_num_tokens=3,
+                          stopping_criteria=[Boom()])
+    partial = info.value.partial
+    plain = model.generate(ids, max_new_tokens=30, eos_token_id=None)
+    assert ids.shape[1] < partial.shape[1] < plain.shape[1]
+    assert torch.equal(partial, plain[:, :partial.shape[1]])

@@ -179,64 +179,73 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
     if streamer is not None:
         streamer.put(prompt_ids.cpu())
 
-    while True:
-        # 1. propose: at most max_length - length - 1 drafts (the target adds one token of its own)
-        limit = torch.where(active, max_length - sequences.lengths - 1, 0)
-        draft = drafter.propose(sequences, limit)
-        gamma = draft.width
+    fill = int(pad) if pad is not None else 0
+    try:
+        while True:
+            # 1. propose: at most max_length - length - 1 drafts (the target adds one token of its own)
+            limit = torch.where(active, max_length - sequences.lengths - 1, 0)
+            draft = drafter.propose(sequences, limit)
+            gamma = draft.width
 
-        # 2. verify: one forward over [last token, drafts] (first round: [prompt, drafts])
-        if target.slots == 0:
-            block = torch.cat([prompt_ids, draft.tokens], dim=1)
-            logits = target.forward(block, num_logits=gamma + 1, first=True)
-        else:
-            logits = target.forward(torch.cat([sequences.last(1), draft.tokens], dim=1), num_logits=gamma + 1)
-        scores = process_positions(processors, sequences, draft, logits)   # [rows, gamma + 1, vocab]
-
-        # 3. accept
-        if do_sample and draft.scores is not None and gamma > 0:
-            tokens, n = accept_speculative_sampling(draft, scores)
-        else:
-            if do_sample:
-                chosen = torch.multinomial(scores.softmax(dim=-1).reshape(-1, scores.shape[-1]), num_samples=1)
-                chosen = chosen.view(rows, gamma + 1)
+            # 2. verify: one forward over [last token, drafts] (first round: [prompt, drafts])
+            if target.slots == 0:
+                block = torch.cat([prompt_ids, draft.tokens], dim=1)
+                logits = target.forward(block, num_logits=gamma + 1, first=True)
             else:
-                chosen = scores.argmax(dim=-1)
-            tokens, n = accept_greedy(draft, chosen)
+                logits = target.forward(torch.cat([sequences.last(1), draft.tokens], dim=1), num_logits=gamma + 1)
+            scores = process_positions(processors, sequences, draft, logits)   # [rows, gamma + 1, vocab]
 
-        # 4. trim: length budget and eos; drop the rejected tokens from the target's cache
-        keep = _kept_lengths(tokens, n, max_length - sequences.lengths, eos)
-        keep = torch.where(active, keep, 0)
-        n = (keep - 1).clamp(min=0)
-        sequences.append(tokens, keep)
-        target.truncate(sequences.lengths - 1)        # the newest token is fed next round
-        drafter.accepted(draft, n, active)
-        stats.proposed.append(draft.counts.tolist())
-        stats.accepted.append(torch.minimum(n, draft.counts).tolist())
-        stats.added.append(keep.tolist())
-        if rows == 1:
-            k = int(keep[0])
-            if streamer is not None:
-                streamer.put(tokens[:, :k].cpu())
-            if scores_out is not None:
-                scores_out.extend(scores[:, i] for i in range(k))
-            if logits_out is not None:
-                logits_out.extend(logits[:, i] for i in range(k))
+            # 3. accept
+            if do_sample and draft.scores is not None and gamma > 0:
+                tokens, n = accept_speculative_sampling(draft, scores)
+            else:
+                if do_sample:
+                    probs = scores.softmax(dim=-1).reshape(-1, scores.shape[-1])    # one draw per position
+                    chosen = torch.multinomial(probs, num_samples=1).view(rows, gamma + 1)
+                else:
+                    chosen = scores.argmax(dim=-1)
+                tokens, n = accept_greedy(draft, chosen)
 
-        # 5. stop: the criteria see the whole sequence once per round
-        recorded = tuple(scores_out) if scores_out is not None else None
-        done = row_criteria(sequences.aligned(), recorded)
-        done = done | (sequences.lengths >= max_length)
-        active = active & ~done
-        if not bool(active.any()):
-            break
+            # 4. trim: length budget and eos; drop the rejected tokens from the target's cache
+            keep = _kept_lengths(tokens, n, max_length - sequences.lengths, eos)
+            keep = torch.where(active, keep, 0)
+            n = (keep - 1).clamp(min=0)
+            sequences.append(tokens, keep)
+            target.truncate(sequences.lengths - 1)        # the newest token is fed next round
+            drafter.accepted(draft, n, active)
+            stats.proposed.append(draft.counts.tolist())
+            stats.accepted.append(torch.minimum(n, draft.counts).tolist())
+            stats.added.append(keep.tolist())
+            if rows == 1:
+                k = int(keep[0])
+                if streamer is not None:
+                    streamer.put(tokens[:, :k].cpu())
+                if scores_out is not None:
+                    scores_out.extend(scores[:, i] for i in range(k))
+                if logits_out is not None:
+                    logits_out.extend(logits[:, i] for i in range(k))
+
+            # 5. stop: the criteria see the whole sequence once per round
+            recorded = tuple(scores_out) if scores_out is not None else None
+            done = row_criteria(sequences.aligned(), recorded)
+            done = done | (sequences.lengths >= max_length)
+            active = active & ~done
+            if not bool(active.any()):
+                break
+    except (Exception, KeyboardInterrupt) as error:
+        if int(sequences.lengths.max()) == sequences.prompt_length:
+            raise
+        from ..generate import GenerationInterrupted  # here: generate imports this module
+        new = int(sequences.lengths.max()) - sequences.prompt_length
+        raise GenerationInterrupted(
+            f"generation stopped after {new} new tokens by {type(error).__name__}: {error}; the tokens so far "
+            "are in .partial", sequences.padded(fill)) from error
 
     drafter.finish()
     if streamer is not None:
         streamer.end()
     stats.target_forwards = target.forwards
     stats.draft_forwards = getattr(drafter, "forwards", 0)
-    fill = int(pad) if pad is not None else 0
     result = sequences.padded(fill)
     if not return_dict:
         return result
