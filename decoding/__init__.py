@@ -11,6 +11,7 @@ The research door: every box of the data flow is public (see docs/how-it-works.m
 
 from .beams import BeamStreamer, BeamTextStreamer, LiveBeam
 from .compare import Comparison, compare
+from .drafters import Draft, Drafter, DraftModel, EarlyExit, PromptLookup
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate, pipeline
 from .inputs import left_pad
@@ -22,6 +23,7 @@ from .scores import compute_transition_scores
 from .stopping import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
                        StoppingCriteriaList)
 from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
+from .strategies.speculative import SpeculationStats
 
 __version__ = "0.1.0"
 
@@ -32,6 +34,7 @@ __all__ = [
     "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
     "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
     "BeamStreamer", "BeamTextStreamer", "LiveBeam", "compute_transition_scores",
+    "Draft", "Drafter", "DraftModel", "EarlyExit", "PromptLookup", "SpeculationStats",
 ]
 
 # Loading, chat and memory (docs/loading.md, docs/chat.md); the command line is `python -m decoding`.

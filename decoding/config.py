@@ -88,9 +88,7 @@ CALL_ARGUMENTS: tuple[str, ...] = (
 # Knobs of the reference that this version of `decoding` does not implement yet. Setting one to a
 # value other than its default raises NotImplementedError naming it (never a silent difference).
 NOT_YET_IMPLEMENTED: dict[str, Any] = {
-    "prompt_lookup_num_tokens": None,
-    "assistant_early_exit": None,
-    "assistant_model": None, "past_key_values": None,
+    "past_key_values": None,
 }
 
 

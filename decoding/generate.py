@@ -19,8 +19,10 @@ from .inputs import expand_rows, infer_attention_mask, resolve_max_length, speci
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
 from .processors.orders import check_order, reorder
 from .runner import ModelRunner
+from .speculation import build_drafter, check_speculation, is_speculative
 from .stopping import StoppingCriteriaList, build_stopping
 from .strategies import SequenceState, greedy_search, multinomial, row_seeds, sample, seeded_draw
+from .strategies.speculative import speculative_decoding
 from .validation import (check_attention_mask, check_input_ids, check_not_yet_implemented,
                          check_processor_inputs, check_settings, input_vocab_size)
 
@@ -102,6 +104,8 @@ def generate(
     if call.settings.num_beams > 1:
         return run_beam_strategy(model, call.input_ids, call.attention_mask, call.settings, call.processors,
                                  call.criteria, call.eos, call.pad, streamer, call.max_length, output_beam_tree)
+    if is_speculative(call.settings, assistant_model):
+        return run_speculative(model, assistant_model, call, streamer, seed)
     return run_strategy(model, call.input_ids, call.attention_mask, call.settings, call.processors, call.criteria,
                         call.pad, streamer, call.max_length, seeds=call.seeds)
 
@@ -113,6 +117,7 @@ class PreparedCall(NamedTuple):
     input_ids: torch.LongTensor        # [rows, prompt_len] int64, expanded
     attention_mask: torch.LongTensor   # [rows, prompt_len] 0/1, expanded
     processors: LogitsProcessorList
+    context: PipelineContext
     criteria: StoppingCriteriaList
     eos: Optional[torch.Tensor]
     pad: Optional[torch.Tensor]
@@ -176,7 +181,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor], attention_ma
     processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
-    return PreparedCall(settings, input_ids, attention_mask, processors, criteria, eos, pad, max_length, seeds)
+    return PreparedCall(settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length, seeds)
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, order: Any = "hf",
@@ -202,6 +207,23 @@ def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, order: An
 _PREPARE_ARGUMENTS = ("generation_config", "logits_processor", "stopping_criteria", "tokenizer",
                       "prefix_allowed_tokens_fn", "assistant_model", "negative_prompt_ids",
                       "negative_prompt_attention_mask", "past_key_values", "seed")
+
+
+def run_speculative(model: Any, assistant_model: Any, call: PreparedCall, streamer: Any, seed: Any = None):
+    """Speculative decoding (``assistant_model``, ``prompt_lookup_num_tokens`` or ``assistant_early_exit``).
+
+    Checked before the first forward pass; see docs/speculative.md.
+    """
+    settings = call.settings
+    check_speculation(settings, model, assistant_model, call.input_ids.shape[0], streamer, seed, call.processors)
+    drafter = build_drafter(settings, model, assistant_model, call.attention_mask, call.processors, call.context,
+                            call.eos, call.max_length)
+    return_dict = bool(settings.return_dict_in_generate)
+    return speculative_decoding(model, call.input_ids, call.attention_mask, drafter, call.processors, call.criteria,
+                                call.max_length, bool(settings.do_sample), call.pad, call.eos, streamer,
+                                output_scores=return_dict and bool(settings.output_scores),
+                                output_logits=return_dict and bool(settings.output_logits),
+                                return_dict=return_dict)
 
 
 def run_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: torch.LongTensor,
