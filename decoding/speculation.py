@@ -13,6 +13,7 @@ three when they are passed to ``generate``; `decoding` uses a value passed to th
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import numbers
 from typing import Any, Optional
@@ -23,9 +24,16 @@ from .block_runner import has_sliding_layers, new_cache
 from .config import GLOBAL_DEFAULTS, Settings
 from .inputs import as_id_tensor
 from .drafters import DraftModel, Drafter, EarlyExit, PromptLookup, draft_pipeline
-from .processors import LogitsProcessorList, PipelineContext
+from .processors import LogitsProcessor, LogitsProcessorList, PipelineContext
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+
+# Processors that read a row's length or where its prompt ends. With several rows, rows of different
+# lengths reach the processors right-aligned in one tensor (decoding.ragged), so these would see
+# another length than plain decoding shows them: refused for rows > 1 to keep every row exact.
+POSITION_DEPENDENT = ("min_length", "min_new_tokens", "forced_eos_token_id", "exponential_decay_length_penalty",
+                      "begin_suppress_tokens", "no_repeat_ngram_size", "prefix_allowed_tokens_fn",
+                      "guidance_scale", "presence_penalty", "frequency_penalty", "dry_multiplier")
 SCHEDULE_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 
 
@@ -109,6 +117,8 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
         if threshold is not None and (not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1):
             raise ValueError(f"`assistant_confidence_threshold` must be a number in [0, 1] or None, but is "
                              f"{threshold!r}.")
+    _check_processors(processors, rows, drafts_with_a_model=s.prompt_lookup_num_tokens is None
+                      or s.assistant_early_exit is not None)
     if s.output_attentions or s.output_hidden_states:
         raise NotImplementedError("output_attentions / output_hidden_states are not supported with speculative "
                                   "decoding yet; remove them or use plain decoding.")
@@ -124,6 +134,29 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
                 raise NotImplementedError(
                     f"{name} has sliding-window attention layers; speculative decoding with {rows} rows would leave "
                     "holes inside the window. Generate one prompt at a time for this model.")
+
+
+def _check_processors(processors: Any, rows: int, drafts_with_a_model: bool) -> None:
+    """Refuse the processors speculation cannot apply exactly (messages name the processor and the fix)."""
+    for processor in processors:
+        name = getattr(processor, "name", type(processor).__name__)
+        accept = getattr(type(processor), "accept", None)
+        if accept is not None and accept is not LogitsProcessor.accept:
+            raise NotImplementedError(
+                f"{name} ({type(processor).__name__}) keeps state through accept(), but speculative decoding "
+                "scores several positions per forward and takes some of them back; drop it or use plain "
+                "decoding.")
+        if name == "guidance_scale" and drafts_with_a_model:
+            raise NotImplementedError(
+                "guidance_scale with a draft model or early exit: the draft would share the guidance "
+                "processor's own cache with the target (the reference fails with IndexError). Use "
+                "prompt_lookup_num_tokens or plain decoding.")
+        if rows > 1 and (name in POSITION_DEPENDENT or (
+                name == "repetition_penalty" and getattr(processor, "prompt_ignore_length", None) is not None)):
+            raise NotImplementedError(
+                f"{name} depends on each row's length or prompt boundary, and with speculative decoding over "
+                f"{rows} rows the rows reach the processors right-aligned at different lengths; generate one "
+                f"prompt at a time, or drop {name}.")
 
 
 def supports_early_exit(model: Any) -> bool:
@@ -183,9 +216,8 @@ def build_drafter(settings: Settings, model: Any, assistant_model: Any, attentio
                             eos, vocab)
     drafting_model = model if s.assistant_early_exit is not None else assistant_model
     values = schedule_values(s, drafting_model)
-    draft_context = PipelineContext(vocab_size=_logits_width(drafting_model) or context.vocab_size,
-                                    prompt_length=context.prompt_length, eos_token_ids=eos,
-                                    num_beams=1, device=context.device)
+    draft_context = dataclasses.replace(context, vocab_size=_logits_width(drafting_model) or context.vocab_size,
+                                        eos_token_ids=eos, num_beams=1)
     common = dict(prompt_mask=attention_mask, processors=draft_pipeline(s, draft_context, processors),
                   do_sample=bool(s.do_sample), eos_token_ids=draft_eos(eos, drafting_model, context.device),
                   num_tokens=values["num_assistant_tokens"],

@@ -390,3 +390,69 @@ def test_an_error_mid_generation_keeps_the_tokens_so_far():
     plain = model.generate(ids, max_new_tokens=30, eos_token_id=None)
     assert ids.shape[1] < partial.shape[1] < plain.shape[1]
     assert torch.equal(partial, plain[:, :partial.shape[1]])
+
+
+REFERENCE_KNOBS = [
+    dict(repetition_penalty=1.3, no_repeat_ngram_size=2, bad_words_ids=[[8], [9, 10]], sequence_bias={(5,): 2.0}),
+    dict(min_new_tokens=5, min_length=9, suppress_tokens=[12, 13], begin_suppress_tokens=[14]),
+    dict(forced_eos_token_id=EOS, exponential_decay_length_penalty=(2, 1.1), encoder_repetition_penalty=1.2),
+    dict(renormalize_logits=True, remove_invalid_values=True, watermarking_config=dict(bias=2.0)),
+    dict(top_k=20, min_p=0.05, typical_p=0.9, temperature=0.8),
+]
+
+
+@pytest.mark.parametrize("drafter", DRAFTERS)
+@pytest.mark.parametrize("do_sample", [False, True])
+@pytest.mark.parametrize("knobs", REFERENCE_KNOBS)
+def test_reference_processors_with_speculation_match_the_reference(drafter, do_sample, knobs):
+    """The reference's processors on every verified position: same tokens and scores as model.generate."""
+    model = tiny_model("llama")
+    ids, mask = one_row_prompt(5, padded=False)
+    ids = torch.cat([ids, ids[:, -3:], ids[:, -3:]], dim=1)  # something for prompt lookup to copy
+    mask = torch.ones_like(ids)
+    kwargs = drafter_kwargs("llama", drafter)
+    reference, ours = both(model, ids, 7, SCHEDULES[1], kwargs.get("assistant_model", model), attention_mask=mask,
+                           max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD, do_sample=do_sample,
+                           return_dict_in_generate=True, output_scores=True, output_logits=True, **knobs, **kwargs)
+    assert_same(reference, ours)
+
+
+@pytest.mark.parametrize("knobs", [dict(presence_penalty=0.8, frequency_penalty=0.5),
+                                   dict(logit_bias={5: 3.0, 9: -2.0}, allowed_token_ids=list(range(3, 200))),
+                                   dict(dry_multiplier=0.8, dry_allowed_length=1)])
+@pytest.mark.parametrize("drafter", DRAFTERS)
+def test_processors_beyond_the_reference_with_speculation_equal_plain_greedy(knobs, drafter):
+    """The reference has no such knobs; greedy speculation with them equals plain greedy with them."""
+    model = tiny_model("llama")
+    ids = repetitive_prompt(3)
+    kwargs = drafter_kwargs("llama", drafter)
+    plain = decoding.generate(model, ids, max_new_tokens=14, eos_token_id=None, pad_token_id=PAD, **knobs)
+    spec = decoding.generate(model, ids, max_new_tokens=14, eos_token_id=None, pad_token_id=PAD, **knobs, **kwargs)
+    assert torch.equal(plain, spec)
+
+
+def test_processors_speculation_cannot_apply_exactly_are_refused():
+    model, one, two = tiny_model("llama"), torch.tensor([[5, 6, 7]]), torch.tensor([[5, 6, 7], [8, 9, 10]])
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(NotImplementedError, match="mirostat_tau.*accept"):
+            decoding.generate(model, one, max_new_tokens=3, do_sample=True, mirostat_tau=3.0,
+                              prompt_lookup_num_tokens=3)
+        with pytest.raises(NotImplementedError, match="guidance_scale with a draft model"):
+            decoding.generate(model, one, max_new_tokens=3, guidance_scale=1.5, assistant_early_exit=1)
+        for knob in (dict(min_new_tokens=2), dict(no_repeat_ngram_size=2), dict(presence_penalty=0.5)):
+            with pytest.raises(NotImplementedError, match="depends on each row's length"):
+                decoding.generate(model, two, max_new_tokens=3, prompt_lookup_num_tokens=3, **knob)
+        padded = torch.tensor([[PAD, 6, 7], [8, 9, 10]])
+        with pytest.raises(NotImplementedError, match="repetition_penalty depends"):
+            decoding.generate(model, padded, attention_mask=(padded != PAD).long(), max_new_tokens=3,
+                              prompt_lookup_num_tokens=3, repetition_penalty=1.2)
+    finally:
+        handle.remove()
+    assert not calls
+    # unpadded rows: the repetition penalty reads no prompt boundary, so several rows stay exact
+    plain = decoding.generate(model, two, max_new_tokens=6, repetition_penalty=1.2, pad_token_id=PAD)
+    spec = decoding.generate(model, two, max_new_tokens=6, repetition_penalty=1.2, pad_token_id=PAD,
+                             prompt_lookup_num_tokens=3)
+    assert torch.equal(plain, spec)

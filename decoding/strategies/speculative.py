@@ -169,6 +169,7 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
         output_scores / output_logits: one ``[1, vocab]`` entry per new token (one row only).
     """
     rows, device = prompt_ids.shape[0], prompt_ids.device
+    processors.reset()
     sequences = RaggedSequences(prompt_ids, max_length, fill=int(pad) if pad is not None else 0)
     target = BlockRunner(model, attention_mask, output_device=device)
     stats = SpeculationStats(drafter.name)
