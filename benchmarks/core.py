@@ -10,48 +10,16 @@ machine noise affects both alike.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import time
-import warnings
-
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import best_time, parser, setup  # benchmarks/common.py; it puts the repository on sys.path
 import decoding  # noqa: E402
 
 
-def best_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a local Hugging Face folder (default: a tiny random Llama)")
-    parser.add_argument("--new-tokens", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    if args.model:
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-        name = args.model
-    else:
-        from tests.models import tiny_model
-        model, name = tiny_model("llama"), "tiny random Llama (2 layers, hidden 64, vocab 512)"
-    vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(3, vocab, (args.batch, 16), generator=torch.Generator().manual_seed(0))
+    p = parser(__doc__, new_tokens=100)
+    args = p.parse_args()
+    model, name, ids = setup(args)
     common = dict(max_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=0)
 
     print(f"model: {name}; batch {args.batch}; {args.new_tokens} new tokens; torch threads {torch.get_num_threads()}")

@@ -1,0 +1,51 @@
+"""What every benchmark shares: the command line, the model, and timing (best of several repeats)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def best_time(fn: Callable[[], Any], repeats: int) -> float:
+    """The fastest of ``repeats`` runs of ``fn``, in seconds (the least disturbed by other work)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def parser(doc: str, new_tokens: int) -> argparse.ArgumentParser:
+    """The flags every side-by-side benchmark takes; add your own, then call :func:`setup`."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="a local Hugging Face folder (default: a tiny random Llama)")
+    p.add_argument("--new-tokens", type=int, default=new_tokens)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> tuple[Any, str, torch.LongTensor]:
+    """Apply ``--threads``, load the model; returns ``(model, description, prompt ids [batch, 16])``."""
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model:
+        from transformers import AutoModelForCausalLM
+        model, name = AutoModelForCausalLM.from_pretrained(args.model).eval(), args.model
+    else:
+        from tests.models import tiny_model
+        model, name = tiny_model("llama"), "tiny random Llama (2 layers, hidden 64, vocab 512)"
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(3, vocab, (args.batch, 16), generator=torch.Generator().manual_seed(0))
+    return model, name, ids

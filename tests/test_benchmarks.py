@@ -1,0 +1,30 @@
+"""Every benchmark runs and reports identical tokens (a tiny run; the figures themselves are not tested:
+timings belong to benchmarks/, never to tests)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT_RUNS = {
+    "core.py": ["--new-tokens", "4", "--repeats", "1", "--threads", "1"],
+    "beam.py": ["--new-tokens", "4", "--repeats", "1", "--threads", "1"],
+    "speculative.py": ["--new-tokens", "6", "--repeats", "1", "--threads", "1", "--exit-layer", "28"],
+}
+
+
+def test_every_benchmark_has_a_short_run():
+    assert sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "common.py") == sorted(SHORT_RUNS)
+
+
+@pytest.mark.parametrize("script", sorted(SHORT_RUNS))
+def test_benchmark_runs_with_identical_tokens(script, builtin_dir):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *SHORT_RUNS[script]], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdicts = [word for line in result.stdout.splitlines() for word in line.split() if word in ("True", "False")]
+    assert verdicts and set(verdicts) == {"True"}, result.stdout  # every row: the same tokens
