@@ -195,6 +195,34 @@ def test_mirostat_clone_and_reset_fork_and_forget_state():
     assert processor.mu.tolist() == [4.0]
 
 
+def test_mirostat_follows_the_beams_it_is_reordered_to():
+    """Beam sampling: row j continues old row beam_rows[j]; its mu is the parent's, updated with the
+    surprise of its token under the parent's truncated distribution."""
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 3.0, 1.0, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    processor = MirostatV2LogitsWarper(1.5, 0.5)
+    processor(None, scores)
+    processor.accept(torch.tensor([0, 1, 2]))           # rows now have different mu
+    mu_before = processor.mu.clone()
+    kept = processor(None, scores)
+    processor.reorder(torch.tensor([2, 0, 0]))
+    processor.accept(torch.tensor([3, 0, 1]))
+    for row, (parent, token) in enumerate([(2, 3), (0, 0), (0, 1)]):
+        surprise = -kept[parent].log_softmax(-1)[token] / math.log(2.0)
+        expected = mu_before[parent] - 0.5 * (surprise - 1.5)
+        assert torch.isclose(processor.mu[row], expected), (row, processor.mu, expected)
+
+
+def test_mirostat_with_beam_sampling_runs_and_is_reproducible():
+    model = tiny_model("llama")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        runs.append(decoding.generate(model, ids, max_new_tokens=8, do_sample=True, num_beams=3, mirostat_tau=3.0,
+                                      eos_token_id=None, pad_token_id=0))
+    assert torch.equal(*runs)
+
+
 # ---------------------------------------------------------------- presence / frequency
 
 @given(data=st.data(), rows=st.integers(1, 3), prompt=st.integers(0, 6), generated=st.integers(0, 8),

@@ -26,8 +26,8 @@ class MirostatV2LogitsWarper(LogitsProcessor):
     (a ``[rows]`` tensor), so rows never influence each other. Surprise is in bits, as in the paper.
 
     Stateful: :meth:`reset` forgets ``mu`` (it restarts at ``2 * tau``), :meth:`accept` updates it
-    with tensor operations only (no host sync), :meth:`clone` gives an independent copy (for beams or
-    speculative branches).
+    with tensor operations only (no host sync), :meth:`clone` gives an independent copy, and
+    :meth:`reorder` follows beam search's choice of parent rows (beam sampling).
 
     In llama.cpp mirostat replaces the rest of the sampler chain (temperature, then mirostat); here
     it is one warper among the others, applied after them in every order preset.
@@ -59,6 +59,14 @@ class MirostatV2LogitsWarper(LogitsProcessor):
         kept = scores.masked_fill(~keep, -float("inf"))
         self._kept_logp = kept.log_softmax(dim=-1)
         return kept
+
+    def reorder(self, beam_rows: torch.LongTensor) -> None:
+        """Row ``j`` continues old row ``beam_rows[j]`` (``[rows]`` int): its ``mu`` and last distribution."""
+        if self.mu is not None:
+            index = beam_rows.long().to(self.mu.device)
+            self.mu = self.mu.index_select(0, index)
+            if self._kept_logp is not None:
+                self._kept_logp = self._kept_logp.index_select(0, index)
 
     def accept(self, token_ids: torch.LongTensor) -> None:
         """``mu -= eta * (surprise of the chosen token - tau)``; ``token_ids``: ``[rows]`` int64."""
