@@ -11,18 +11,10 @@ from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsPr
 import decoding
 from decoding.beams.tree import path, returned
 from tests.models import ARCHITECTURES, EOS, PAD, prompts, tiny_model
+from tests.reference import assert_same_steps, both
 
 ARCHS = sorted(ARCHITECTURES)
 EARLY_STOPPING = [False, True, "never"]
-
-
-def both(model, ids, seed, **kwargs):
-    """Run the reference and ours under the same seed; return both outputs."""
-    torch.manual_seed(seed)
-    reference = model.generate(ids, **kwargs)
-    torch.manual_seed(seed)
-    ours = decoding.generate(model, ids, **kwargs)
-    return reference, ours
 
 
 def assert_same_beams(reference, ours):
@@ -36,14 +28,9 @@ def assert_same_beams(reference, ours):
         torch.testing.assert_close(ours.sequences_scores, reference.sequences_scores, atol=1e-5, rtol=0)
     assert (reference.scores is None) == (ours.scores is None)
     if reference.scores is not None:
-        assert len(reference.scores) == len(ours.scores)
-        for r, o in zip(reference.scores, ours.scores):
-            assert torch.equal(torch.isinf(r), torch.isinf(o))
-            finite = torch.isfinite(r)
-            torch.testing.assert_close(o[finite], r[finite], atol=1e-5, rtol=0)
+        assert_same_steps(reference.scores, ours.scores)
     if reference.logits is not None:
-        for r, o in zip(reference.logits, ours.logits):
-            torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
+        assert_same_steps(reference.logits, ours.logits)
 
 
 def note_coverage(ours, kwargs):

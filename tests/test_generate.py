@@ -7,37 +7,14 @@ from hypothesis import strategies as st
 
 import decoding
 from tests.models import ARCHITECTURES, EOS, PAD, prompts, tiny_model
+from tests.reference import assert_same, both, emitted
 
 ARCHS = sorted(ARCHITECTURES)
 
 
-def both(model, ids, seed, **kwargs):
-    """Run the reference and ours under the same seed; return both outputs."""
-    torch.manual_seed(seed)
-    reference = model.generate(ids, **kwargs)
-    torch.manual_seed(seed)
-    ours = decoding.generate(model, ids, **kwargs)
-    return reference, ours
-
-
-def assert_same(reference, ours, scores=True):
-    assert torch.equal(reference.sequences, ours.sequences), (reference.sequences, ours.sequences)
-    if scores:
-        assert len(reference.scores) == len(ours.scores)
-        for r, o in zip(reference.scores, ours.scores):
-            assert torch.equal(torch.isinf(r), torch.isinf(o))
-            finite = torch.isfinite(r)
-            torch.testing.assert_close(o[finite], r[finite], atol=1e-5, rtol=0)
-        for r, o in zip(reference.logits, ours.logits):
-            torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
-
-
 def eos_choices(model, ids, mask, seed, steps, **kwargs):
     """Tokens the model emits in row 0 (so choosing one as eos makes some rows stop early)."""
-    torch.manual_seed(seed)
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, eos_token_id=None,
-                         pad_token_id=PAD, **kwargs)
-    return out[0, ids.shape[1]:].tolist()
+    return emitted(model, ids, mask, seed, steps, PAD, **kwargs)[0].tolist()
 
 
 sampling_params = st.fixed_dictionaries({

@@ -17,38 +17,15 @@ import decoding
 from decoding import processors as ours
 from decoding.config import NOT_YET_IMPLEMENTED
 from tests.models import EOS, PAD, VOCAB, prompts, tiny_model
+from tests.reference import assert_same, both, emitted
 
 ARCHS = ["llama", "gpt2", "qwen2", "gemma2", "opt", "gpt_neox"]
 OUTPUTS = dict(return_dict_in_generate=True, output_scores=True, output_logits=True, pad_token_id=PAD)
 
 
-def both(model, ids, seed, **kwargs):
-    """The reference and ours under the same seed."""
-    torch.manual_seed(seed)
-    reference = model.generate(ids, **kwargs)
-    torch.manual_seed(seed)
-    mine = decoding.generate(model, ids, **kwargs)
-    return reference, mine
-
-
-def assert_same(reference, mine):
-    """Same tokens; processed scores within 1e-5 with -inf in the same places; same raw logits."""
-    assert torch.equal(reference.sequences, mine.sequences), (reference.sequences, mine.sequences)
-    assert len(reference.scores) == len(mine.scores)
-    for r, o in zip(reference.scores, mine.scores):
-        assert torch.equal(torch.isinf(r), torch.isinf(o)) and torch.equal(r == -torch.inf, o == -torch.inf)
-        finite = torch.isfinite(r)
-        torch.testing.assert_close(o[finite], r[finite], atol=1e-5, rtol=0)
-    for r, o in zip(reference.logits, mine.logits):
-        torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
-
-
 def emitted_tokens(model, ids, mask, seed, steps, **kwargs):
     """Tokens a plain run emits (row 0 first), so that bans, biases and eos choices bite."""
-    torch.manual_seed(seed)
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, eos_token_id=None, pad_token_id=PAD,
-                         **kwargs)
-    return out[:, ids.shape[1]:].flatten().tolist()
+    return emitted(model, ids, mask, seed, steps, PAD, **kwargs).flatten().tolist()
 
 
 _ALLOWED = [[t for t in range(VOCAB) if t % 4 == r] for r in range(4)]
