@@ -27,6 +27,7 @@ from .block_runner import BlockRunner
 from .inputs import infer_attention_mask
 from .processors import LogitsProcessorList
 from .ragged import RaggedSequences
+from .seeding import seeded_multinomial
 
 
 @dataclass
@@ -98,6 +99,10 @@ class DraftModel(Drafter):
         infer_mask_pad: ``(pad, eos)`` to copy a quirk of the reference at batch size 1 when the prompt has
             no padding: its assistant's ``generate`` infers an attention mask from the sequence every
             round, so a token equal to the pad id (not an eos) is masked out *for the draft*. None: no quirk.
+        seeds: with ``do_sample`` and ``generate(seed=...)``, one seed per row: the token drafted at
+            new-token index ``t`` is ``seeded_multinomial(softmax(scores), [seeds[r]], [t])``, the same
+            noise the target's seeded draw at ``t`` uses, so where the draft's distribution is close
+            to the target's it picks the target's token (coupling; see docs/speculative.md).
     """
 
     name = "draft model"
@@ -105,8 +110,9 @@ class DraftModel(Drafter):
     def __init__(self, model: Any, prompt_mask: torch.Tensor, processors: LogitsProcessorList, do_sample: bool,
                  eos_token_ids: Optional[torch.Tensor], num_tokens: int = 20, schedule: str = "constant",
                  confidence_threshold: Optional[float] = 0.4, write_back: Any = None,
-                 infer_mask_pad: Optional[tuple] = None):
+                 infer_mask_pad: Optional[tuple] = None, seeds: Optional[list[int]] = None):
         self.model = model
+        self.seeds = seeds
         self.prompt_mask = prompt_mask
         self.processors = processors
         self.do_sample = do_sample
@@ -144,7 +150,9 @@ class DraftModel(Drafter):
             for j in range(gamma):
                 drafted = torch.stack(tokens, 1) if tokens else None
                 step_scores = self.processors(sequences.aligned(drafted, counts), logits)   # [rows, vocab]
-                if self.do_sample:
+                if self.do_sample and self.seeds is not None:
+                    token = self._seeded_draw(step_scores, sequences.lengths - sequences.prompt_length + j, drafting)
+                elif self.do_sample:
                     token = torch.multinomial(torch.softmax(step_scores, -1), num_samples=1).squeeze(1)
                 else:
                     token = step_scores.argmax(-1)
@@ -164,6 +172,19 @@ class DraftModel(Drafter):
                     mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
                 logits = self.runner.forward(token[:, None], attention_mask=mask)[:, -1]
         return Draft(torch.stack(tokens, 1), counts, torch.stack(scores, 1))
+
+    def _seeded_draw(self, scores: torch.FloatTensor, steps: torch.LongTensor,
+                     drafting: torch.BoolTensor) -> torch.LongTensor:
+        """Draft tokens ``[rows]`` int64 from ``scores`` ``[rows, vocab]`` keyed by ``(seeds[r], steps[r])``.
+
+        Only the rows still drafting draw; the others get a filler (their argmax) that is never proposed.
+        """
+        token = scores.argmax(-1)
+        rows = drafting.nonzero().flatten()
+        index = rows.tolist()
+        token[rows] = seeded_multinomial(torch.softmax(scores[rows], -1), [self.seeds[r] for r in index],
+                                         steps[rows].tolist())
+        return token
 
     def _inferred_mask(self, sequences: RaggedSequences) -> Optional[torch.Tensor]:
         """The mask the reference's assistant infers from the whole sequence (None when all ones)."""

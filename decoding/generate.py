@@ -212,18 +212,20 @@ _PREPARE_ARGUMENTS = ("generation_config", "logits_processor", "stopping_criteri
 def run_speculative(model: Any, assistant_model: Any, call: PreparedCall, streamer: Any, seed: Any = None):
     """Speculative decoding (``assistant_model``, ``prompt_lookup_num_tokens`` or ``assistant_early_exit``).
 
-    Checked before the first forward pass; see docs/speculative.md.
+    Checked before the first forward pass; see docs/speculative.md. With ``seed=`` and sampling, each
+    row's tokens equal those of plain seeded sampling (the target's seeded draw decides every token).
     """
     settings = call.settings
     check_speculation(settings, model, assistant_model, call.input_ids.shape[0], streamer, seed, call.processors)
+    seeds = call.seeds if settings.do_sample else None          # greedy ignores seed=, as without speculation
     drafter = build_drafter(settings, model, assistant_model, call.attention_mask, call.processors, call.context,
-                            call.eos, call.max_length)
+                            call.eos, call.max_length, seeds)
     return_dict = bool(settings.return_dict_in_generate)
     return speculative_decoding(model, call.input_ids, call.attention_mask, drafter, call.processors, call.criteria,
                                 call.max_length, bool(settings.do_sample), call.pad, call.eos, streamer,
                                 output_scores=return_dict and bool(settings.output_scores),
                                 output_logits=return_dict and bool(settings.output_logits),
-                                return_dict=return_dict)
+                                return_dict=return_dict, seeds=seeds)
 
 
 def run_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: torch.LongTensor,

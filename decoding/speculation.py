@@ -69,9 +69,6 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
                       seed: Any = None, processors: Any = ()) -> None:
     """Refuse what speculation cannot do, before the first forward pass; messages name the fix."""
     s = settings
-    if seed is not None:
-        raise NotImplementedError(f"seed={seed!r} (per-row random streams) is not supported with speculative decoding "
-                                  "yet; seed with torch.manual_seed instead, or use plain sampling.")
     if not s.use_cache:
         raise ValueError("speculative decoding (assistant_model / prompt_lookup_num_tokens / assistant_early_exit) "
                          "needs the KV cache: remove use_cache=False.")
@@ -118,7 +115,7 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
             raise ValueError(f"`assistant_confidence_threshold` must be a number in [0, 1] or None, but is "
                              f"{threshold!r}.")
     _check_processors(processors, rows, drafts_with_a_model=s.prompt_lookup_num_tokens is None
-                      or s.assistant_early_exit is not None)
+                      or s.assistant_early_exit is not None, seeded=seed is not None and bool(s.do_sample))
     if s.output_attentions or s.output_hidden_states:
         raise NotImplementedError("output_attentions / output_hidden_states are not supported with speculative "
                                   "decoding yet; remove them or use plain decoding.")
@@ -136,7 +133,7 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
                     "holes inside the window. Generate one prompt at a time for this model.")
 
 
-def _check_processors(processors: Any, rows: int, drafts_with_a_model: bool) -> None:
+def _check_processors(processors: Any, rows: int, drafts_with_a_model: bool, seeded: bool = False) -> None:
     """Refuse the processors speculation cannot apply exactly (messages name the processor and the fix)."""
     for processor in processors:
         name = getattr(processor, "name", type(processor).__name__)
@@ -151,6 +148,11 @@ def _check_processors(processors: Any, rows: int, drafts_with_a_model: bool) -> 
                 "guidance_scale with a draft model or early exit: the draft would share the guidance "
                 "processor's own cache with the target (the reference fails with IndexError). Use "
                 "prompt_lookup_num_tokens or plain decoding.")
+        if rows > 1 and seeded and name == "xtc_probability":
+            raise NotImplementedError(
+                f"xtc_probability with seed= keys each row's coin by its length, and with speculative decoding over "
+                f"{rows} rows the rows reach the processors right-aligned at different lengths; generate one "
+                "prompt at a time, or drop seed= or xtc_probability.")
         if rows > 1 and (name in POSITION_DEPENDENT or (
                 name == "repetition_penalty" and getattr(processor, "prompt_ignore_length", None) is not None)):
             raise NotImplementedError(
@@ -207,8 +209,14 @@ def draft_pad(settings: Settings, drafting_model: Any, eos: Optional[torch.Tenso
 
 def build_drafter(settings: Settings, model: Any, assistant_model: Any, attention_mask: torch.Tensor,
                   processors: LogitsProcessorList, context: PipelineContext, eos: Optional[torch.Tensor],
-                  max_length: int) -> Drafter:
-    """The drafter the settings ask for, in the reference's order of precedence."""
+                  max_length: int, seeds: Optional[list[int]] = None) -> Drafter:
+    """The drafter the settings ask for, in the reference's order of precedence.
+
+    ``seeds`` (``generate(seed=...)`` while sampling): a model drafter draws with the rows' seeded noise
+    and applies the target's own pipeline, without the reference's quirks (there is no reference to
+    match, and the closer the draft's distribution is to the target's, the more coupled drafts are
+    accepted).
+    """
     s = settings
     if s.prompt_lookup_num_tokens is not None and s.assistant_early_exit is None:
         vocab = getattr(model.config.get_text_config(decoder=True), "vocab_size", None) or context.vocab_size
@@ -218,14 +226,16 @@ def build_drafter(settings: Settings, model: Any, assistant_model: Any, attentio
     values = schedule_values(s, drafting_model)
     draft_context = dataclasses.replace(context, vocab_size=_logits_width(drafting_model) or context.vocab_size,
                                         eos_token_ids=eos, num_beams=1)
-    common = dict(prompt_mask=attention_mask, processors=draft_pipeline(s, draft_context, processors),
+    draft_processors = processors if seeds is not None else draft_pipeline(s, draft_context, processors)
+    common = dict(prompt_mask=attention_mask, processors=draft_processors, seeds=seeds,
                   do_sample=bool(s.do_sample), eos_token_ids=draft_eos(eos, drafting_model, context.device),
                   num_tokens=values["num_assistant_tokens"],
                   schedule=values["num_assistant_tokens_schedule"],
                   confidence_threshold=values["assistant_confidence_threshold"],
                   write_back=getattr(drafting_model, "generation_config", None))
-    if attention_mask.shape[0] == 1 and bool((attention_mask == 1).all()):
-        # one unpadded row: the reference's assistant infers its own mask from the sequence (see DraftModel)
+    if seeds is None and attention_mask.shape[0] == 1 and bool((attention_mask == 1).all()):
+        # one unpadded row: the reference's assistant infers its own mask from the sequence (see DraftModel);
+        # with seeds there is no reference to copy, and the quirk would only cost accepted drafts
         pad_id = draft_pad(s, drafting_model, common["eos_token_ids"], context.device)
         if pad_id is not None:
             common["infer_mask_pad"] = (pad_id, common["eos_token_ids"])

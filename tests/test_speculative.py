@@ -362,13 +362,70 @@ def test_stop_strings_work_with_a_draft_model():
     assert torch.equal(plain, decoding.generate(model, ids, assistant_model=draft_model("llama"), **kwargs))
 
 
-def test_per_row_seeds_are_refused_with_speculation():
-    from decoding.config import resolve_settings
-    from decoding.speculation import check_speculation
+def alone(ids, mask, row):
+    """Row ``row`` of a left-padded batch as a batch of one, its padding removed."""
+    keep = mask[row] == 1
+    return ids[row, keep][None], mask[row, keep][None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(arch=st.sampled_from(NO_SLIDING_ARCHS), drafter=st.sampled_from(DRAFTERS), batch=st.integers(1, 3),
+       prompt_seed=st.integers(0, 10_000), seed=st.integers(0, 2**40), steps=st.integers(1, 14),
+       params=sampling_params, with_eos=st.booleans(), schedule=st.sampled_from(SCHEDULES))
+def test_seeded_speculation_equals_plain_seeded_sampling(arch, drafter, batch, prompt_seed, seed, steps, params,
+                                                         with_eos, schedule):
+    """With seed=, speculation on or off gives every row the same tokens; a row alone equals it in the batch."""
+    if drafter == "early exit" and arch not in EARLY_EXIT_ARCHS:
+        drafter = "prompt lookup"
+    model = tiny_model(arch)
+    ids, mask = prompts(batch, prompt_seed, min_len=4)
+    ids[0, -4:] = ids[0, -2:].repeat(2)  # a repeat in row 0 for prompt lookup to find
+    knobs = dict(do_sample=True, seed=seed, max_new_tokens=steps, eos_token_id=EOS if with_eos else None,
+                 pad_token_id=PAD, **params)
+    kwargs = drafter_kwargs(arch, drafter)
+    set_schedule(kwargs.get("assistant_model", model), schedule)
+    try:
+        plain = decoding.generate(model, ids, attention_mask=mask, **knobs)
+        spec = decoding.generate(model, ids, attention_mask=mask, **knobs, **kwargs)
+        assert torch.equal(plain, spec), (plain, spec)
+        row = batch - 1
+        row_ids, row_mask = alone(ids, mask, row)
+        single = decoding.generate(model, row_ids, attention_mask=row_mask, **dict(knobs, seed=[seed + row]),
+                                   **kwargs)
+        new = single[0, row_ids.shape[1]:]
+        assert torch.equal(new, spec[row, ids.shape[1]:ids.shape[1] + new.shape[0]])
+    finally:
+        set_schedule(kwargs.get("assistant_model", model), SCHEDULES[0])
+
+
+@pytest.mark.parametrize("drafter", ["target as draft model", "early exit at the last layer"])
+def test_seeded_drafts_are_coupled_with_the_target(drafter):
+    """The draft draws with the target's seeded noise: a draft equal to the target is (nearly) always accepted,
+    while with independent noise it would agree only as often as two samples of the same distribution do."""
     model = tiny_model("llama")
-    settings = resolve_settings(model, None, dict(prompt_lookup_num_tokens=3, do_sample=True))
-    with pytest.raises(NotImplementedError, match="seed"):
-        check_speculation(settings, model, None, 1, None, seed=[1])
+    ids, mask = prompts(3, 4)
+    kwargs = dict(assistant_model=model) if drafter.startswith("target") else dict(
+        assistant_early_exit=model.config.num_hidden_layers)
+    knobs = dict(attention_mask=mask, do_sample=True, seed=[5, 6, 7], max_new_tokens=24, eos_token_id=None,
+                 pad_token_id=PAD, temperature=1.2)
+    out = decoding.generate(model, ids, return_dict_in_generate=True, num_assistant_tokens=6,
+                            assistant_confidence_threshold=0.0, **knobs, **kwargs)
+    stats = out.trace["speculation"]
+    assert stats.acceptance_rate > 0.95, stats.acceptance_rate
+    assert stats.target_forwards <= 6  # 24 tokens, up to 7 per forward
+    assert torch.equal(out.sequences, decoding.generate(model, ids, **knobs))
+
+
+def test_seeded_speculation_refuses_xtc_over_several_rows():
+    model, two = tiny_model("llama"), torch.tensor([[5, 6, 7], [8, 9, 10]])
+    knobs = dict(max_new_tokens=5, do_sample=True, xtc_probability=0.5, xtc_threshold=0.05, prompt_lookup_num_tokens=3,
+                 eos_token_id=None, pad_token_id=PAD)
+    with pytest.raises(NotImplementedError, match="xtc_probability with seed="):
+        decoding.generate(model, two, seed=3, **knobs)
+    # one row: its coin's key is exact, so speculation changes nothing
+    one = two[:1]
+    plain = decoding.generate(model, one, seed=3, **{k: v for k, v in knobs.items() if k != "prompt_lookup_num_tokens"})
+    assert torch.equal(plain, decoding.generate(model, one, seed=3, **knobs))
 
 
 def test_an_error_mid_generation_keeps_the_tokens_so_far():

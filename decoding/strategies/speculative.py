@@ -10,6 +10,8 @@ Each round (read top to bottom in :func:`speculative_decoding`):
    plus the target's own token at that point (:func:`accept_greedy`); sampling with a draft model
    uses the speculative-sampling rule (:func:`accept_speculative_sampling`); sampling without draft
    probabilities (prompt lookup) draws the target's token at every position and keeps the matches;
+   sampling with ``seed=`` uses the greedy rule with the row's seeded draw in place of the argmax
+   (:func:`seeded_target_tokens`), so the tokens are those of plain seeded sampling;
 4. **trim**: the accepted tokens are cut at the length limit and after the first eos; the target's
    cache drops the rejected tokens; the drafter is told how many it got right;
 5. **stop**: the stopping criteria run once per round on the whole sequence.
@@ -33,6 +35,7 @@ from ..drafters import Draft, Drafter
 from ..outputs import GenerateOutput
 from ..processors import LogitsProcessorList
 from ..ragged import RaggedSequences
+from ..seeding import seeded_multinomial
 from ..stopping import StoppingCriteriaList
 
 
@@ -103,6 +106,35 @@ def accept_greedy(draft: Draft, chosen: torch.LongTensor) -> tuple[torch.LongTen
     return chosen, n
 
 
+def seeded_target_tokens(scores: torch.FloatTensor, draft: Draft, seeds: list[int], generated: torch.LongTensor,
+                         active: torch.BoolTensor) -> torch.LongTensor:
+    """The target's seeded draw at each verified position, for :func:`accept_greedy` (``seed=``).
+
+    Row ``r`` at position ``i`` draws ``seeded_multinomial(softmax(scores[r, i]), [seeds[r]], [t])`` with
+    ``t = generated[r] + i``, its new-token index: the very draw plain seeded sampling makes for that
+    token (:func:`decoding.strategies.sample.seeded_draw`). Only the positions that can be kept are
+    drawn: a row stops drawing after its first mismatch or its last draft; finished rows draw nothing.
+
+    Args:
+        scores: ``[rows, gamma + 1, vocab]`` float32, processed. generated: ``[rows]`` int64, tokens each
+            row has generated so far. active: ``[rows]`` bool, rows not finished.
+    Returns:
+        ``[rows, gamma + 1]`` int64 (0 where nothing was drawn; :func:`accept_greedy` never keeps those).
+    """
+    rows, width = scores.shape[:2]
+    chosen = torch.zeros(rows, width, dtype=torch.long, device=scores.device)
+    counts, drafted, generated = draft.counts.tolist(), draft.tokens.tolist(), generated.tolist()
+    drawing = [r for r in range(rows) if bool(active[r])]
+    for i in range(width):
+        if not drawing:
+            break
+        picks = seeded_multinomial(scores[drawing, i].softmax(dim=-1), [seeds[r] for r in drawing],
+                                   [generated[r] + i for r in drawing])
+        chosen[drawing, i] = picks
+        drawing = [r for r, pick in zip(drawing, picks.tolist()) if i < counts[r] and drafted[r][i] == pick]
+    return chosen
+
+
 def accept_speculative_sampling(draft: Draft, scores: torch.FloatTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
     """Speculative sampling (Leviathan et al. 2023, Algorithm 1; Chen et al. 2023).
 
@@ -154,7 +186,7 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
                          drafter: Drafter, processors: LogitsProcessorList, criteria: StoppingCriteriaList,
                          max_length: int, do_sample: bool, pad: Optional[torch.Tensor],
                          eos: Optional[torch.Tensor], streamer: Any = None, output_scores: bool = False,
-                         output_logits: bool = False, return_dict: bool = False):
+                         output_logits: bool = False, return_dict: bool = False, seeds: Optional[list[int]] = None):
     """Generate with speculation until every row is done; return what ``generate`` returns.
 
     Args:
@@ -167,6 +199,9 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
         pad: written after a row's end when rows differ in length; eos: ``[n_eos]`` or None.
         streamer: gets the prompt, then each round's accepted tokens ``[1, k]`` (one row only).
         output_scores / output_logits: one ``[1, vocab]`` entry per new token (one row only).
+        seeds: one seed per row (``generate(seed=...)``, sampling only): every token is row ``r``'s
+            draw keyed by ``(seeds[r], new-token index)``, the same as plain seeded sampling; None:
+            torch's global generator, as the reference.
     """
     rows, device = prompt_ids.shape[0], prompt_ids.device
     processors.reset()
@@ -197,7 +232,10 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
             scores = process_positions(processors, sequences, draft, logits)   # [rows, gamma + 1, vocab]
 
             # 3. accept
-            if do_sample and draft.scores is not None and gamma > 0:
+            if do_sample and seeds is not None:
+                generated = sequences.lengths - sequences.prompt_length
+                tokens, n = accept_greedy(draft, seeded_target_tokens(scores, draft, seeds, generated, active))
+            elif do_sample and draft.scores is not None and gamma > 0:
                 tokens, n = accept_speculative_sampling(draft, scores)
             else:
                 if do_sample:
