@@ -11,6 +11,7 @@ import decoding.strategies.speculative as speculative
 from decoding.drafters import Draft
 from decoding.speculation import supports_early_exit
 from tests.models import ARCHITECTURES, EOS, PAD, VOCAB, prompts, tiny_model
+from tests.reference import assert_same_steps
 
 ARCHS = sorted(ARCHITECTURES)
 EARLY_EXIT_ARCHS = sorted(a for a in ARCHS if supports_early_exit(tiny_model(a)))
@@ -56,12 +57,8 @@ def both(model, ids, seed, schedule, drafting_model, **kwargs):
 def assert_same(reference, ours):
     assert torch.equal(reference.sequences, ours.sequences), (reference.sequences, ours.sequences)
     assert len(reference.scores) == len(ours.scores) == len(ours.logits)
-    for r, o in zip(reference.scores, ours.scores):
-        assert torch.equal(torch.isinf(r), torch.isinf(o))
-        finite = torch.isfinite(r)
-        torch.testing.assert_close(o[finite], r[finite], atol=1e-5, rtol=0)
-    for r, o in zip(reference.logits, ours.logits):
-        torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
+    assert_same_steps(reference.scores, ours.scores)
+    assert_same_steps(reference.logits, ours.logits)
 
 
 def one_row_prompt(seed, padded):
