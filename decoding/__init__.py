@@ -11,7 +11,7 @@ The research door: every box of the data flow is public (see docs/how-it-works.m
 
 from .beams import BeamStreamer, BeamTextStreamer, LiveBeam
 from .compare import Comparison, compare
-from .drafters import Draft, Drafter, DraftModel, EarlyExit, PromptLookup
+from .speculation import Draft, Drafter, DraftModel, EarlyExit, PromptLookup
 from .config import Settings, UnknownArgumentError, resolve_settings
 from .generate import GenerationInterrupted, generate, pipeline
 from .inputs import left_pad

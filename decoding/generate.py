@@ -19,7 +19,7 @@ from .inputs import expand_rows, infer_attention_mask, resolve_max_length, speci
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
 from .processors.orders import check_order, reorder
 from .runner import ModelRunner
-from .speculation import build_drafter, check_speculation, is_speculative
+from .speculation.setup import build_drafter, check_speculation, is_speculative
 from .stopping import StoppingCriteriaList, build_stopping
 from .strategies import SequenceState, greedy_search, multinomial, row_seeds, sample, seeded_draw
 from .strategies.speculative import speculative_decoding

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 import decoding
 import decoding.strategies.speculative as speculative
-from decoding.drafters import Draft
-from decoding.speculation import supports_early_exit
+from decoding.speculation.drafters import Draft
+from decoding.speculation.setup import supports_early_exit
 from tests.models import ARCHITECTURES, EOS, PAD, VOCAB, prompts, tiny_model
 from tests.reference import assert_same_steps
 

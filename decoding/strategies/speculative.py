@@ -2,7 +2,7 @@
 
 Each round (read top to bottom in :func:`speculative_decoding`):
 
-1. **propose**: the drafter proposes up to ``gamma`` tokens per row (:mod:`decoding.drafters`);
+1. **propose**: the drafter proposes up to ``gamma`` tokens per row (:mod:`decoding.speculation`);
 2. **verify**: one target forward over ``[last token, drafts...]`` (the first round: the whole
    prompt and the drafts) gives ``gamma + 1`` next-token logits per row; the processors run on each
    position with the sequence as it would be at that position;
@@ -17,7 +17,7 @@ Each round (read top to bottom in :func:`speculative_decoding`):
 5. **stop**: the stopping criteria run once per round on the whole sequence.
 
 Every row accepts its own number of tokens: rows of different lengths share one cache, a row that
-kept fewer tokens than another gets masked holes (:mod:`decoding.block_runner`). With one row
+kept fewer tokens than another gets masked holes (:mod:`decoding.speculation.block_runner`). With one row
 everything above is what ``model.generate(assistant_model=... | prompt_lookup_num_tokens=... |
 assistant_early_exit=...)`` does, random draws included; the reference refuses more than one row.
 See docs/speculative.md for why the acceptance rules are exact.
@@ -30,11 +30,11 @@ from typing import Any, Optional
 
 import torch
 
-from ..block_runner import BlockRunner
-from ..drafters import Draft, Drafter
+from ..speculation.block_runner import BlockRunner
+from ..speculation.drafters import Draft, Drafter
 from ..outputs import GenerateOutput
 from ..processors import LogitsProcessorList
-from ..ragged import RaggedSequences
+from ..speculation.ragged import RaggedSequences
 from ..seeding import seeded_multinomial
 from ..stopping import StoppingCriteriaList
 
@@ -192,7 +192,7 @@ def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mas
     Args:
         model: the target model.
         prompt_ids, attention_mask: ``[rows, prompt_len]``, left-padded.
-        drafter: proposes the tokens (:mod:`decoding.drafters`).
+        drafter: proposes the tokens (:mod:`decoding.speculation`).
         processors: the target's pipeline; criteria: the stopping criteria (run once per round).
         max_length: absolute length limit (prompt included) of every row.
         do_sample: sampling (speculative sampling with a draft model) or greedy.

@@ -24,10 +24,10 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .block_runner import BlockRunner
-from .inputs import infer_attention_mask
-from .processors import LogitsProcessorList
+from ..inputs import infer_attention_mask
+from ..processors import LogitsProcessorList, build_pipeline
 from .ragged import RaggedSequences
-from .seeding import seeded_multinomial
+from ..seeding import seeded_multinomial
 
 
 @dataclass
@@ -321,6 +321,5 @@ def draft_pipeline(settings: Any, context: Any, target_processors: LogitsProcess
     temperature, top-k and top-p twice. Copying that keeps the draft's draws, and so the tokens, equal
     to the reference's; the acceptance rule is exact whatever the draft's distribution is.
     """
-    from .processors import build_pipeline
     user = [p for p in target_processors if type(p).__name__ != "MinLengthLogitsProcessor"]
     return build_pipeline(settings, context, user)

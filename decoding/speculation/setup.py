@@ -21,15 +21,15 @@ from typing import Any, Optional
 import torch
 
 from .block_runner import has_sliding_layers, new_cache
-from .config import GLOBAL_DEFAULTS, Settings
-from .inputs import as_id_tensor
+from ..config import GLOBAL_DEFAULTS, Settings
+from ..inputs import as_id_tensor
 from .drafters import DraftModel, Drafter, EarlyExit, PromptLookup, draft_pipeline
-from .processors import LogitsProcessor, LogitsProcessorList, PipelineContext
+from ..processors import LogitsProcessor, LogitsProcessorList, PipelineContext
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 
 # Processors that read a row's length or where its prompt ends. With several rows, rows of different
-# lengths reach the processors right-aligned in one tensor (decoding.ragged), so these would see
+# lengths reach the processors right-aligned in one tensor (decoding.speculation.ragged), so these would see
 # another length than plain decoding shows them: refused for rows > 1 to keep every row exact.
 POSITION_DEPENDENT = ("min_length", "min_new_tokens", "forced_eos_token_id", "exponential_decay_length_penalty",
                       "begin_suppress_tokens", "no_repeat_ngram_size", "prefix_allowed_tokens_fn",

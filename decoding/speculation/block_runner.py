@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 from transformers import DynamicCache
 
-from .runner import model_device
+from ..runner import model_device
 
 
 def new_cache(model: Any) -> DynamicCache:
