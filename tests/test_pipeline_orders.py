@@ -27,7 +27,7 @@ ENGINE_KNOBS = {
                       dry_multiplier=0.5, top_n_sigma=2.0, top_k=40, typical_p=0.9, top_p=0.9, min_p=0.05,
                       xtc_probability=0.3, temperature=0.7, mirostat_tau=4.0),
     "mlx": dict(logit_bias={5: 1.0}, repetition_penalty=1.2, presence_penalty=0.5, frequency_penalty=0.5,
-                top_k=40, top_p=0.9, min_p=0.05, xtc_probability=0.3, temperature=0.7, top_n_sigma=2.0,
+                top_p=0.9, min_p=0.05, xtc_probability=0.3, top_k=40, temperature=0.7, top_n_sigma=2.0,
                 mirostat_tau=4.0, renormalize_logits=True),
 }
 
@@ -57,6 +57,8 @@ def test_the_engines_differ_where_their_documentation_says():
     assert position("vllm", "min_p") < position("vllm", "top_k")      # min-p before top-k/top-p in vLLM only
     assert position("hf", "min_p") > position("hf", "top_k")
     assert position("llama.cpp", "logit_bias") == 0 and position("mlx", "logit_bias") == 0
+    assert position("llama.cpp", "top_k") < position("llama.cpp", "top_p")  # llama.cpp: top-k first
+    assert position("mlx", "top_k") > position("mlx", "xtc_probability")     # mlx-lm: top-k last of its chain
 
 
 def test_dynatemp_takes_the_place_of_temperature_in_every_preset():
@@ -124,7 +126,7 @@ def test_temperature_first_or_last_changes_the_tokens():
                  pad_token_id=PAD, seed=[1, 2, 3, 4])
     outs = {order: decoding.generate(model, ids, attention_mask=mask, order=order, **knobs) for order in ORDERS}
     assert not torch.equal(outs["hf"], outs["llama.cpp"])
-    assert torch.equal(outs["llama.cpp"], outs["mlx"])   # same processors, same relative order here
+    assert torch.equal(outs["llama.cpp"], outs["mlx"])   # top-k and min-p commute; temperature last in both
 
 
 @given(scores=st.integers(0, 2**31 - 1).map(lambda s: torch.randn(4, 50, generator=torch.Generator().manual_seed(s)) * 4),

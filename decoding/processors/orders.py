@@ -14,9 +14,9 @@ names (each processor's ``name``, which is its keyword) in the engine's order:
 - ``"llama.cpp"``: ``common_sampler_init``: logit bias first, then the default sampler chain
   ``penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature``; mirostat, when
   on, samples after the temperature (it replaces the end of the chain there).
-- ``"mlx"``: mlx-lm: ``make_logits_processors`` (logit bias, repetition penalty, presence and
-  frequency penalties), then ``make_sampler``'s chain ``top_k, top_p, min_p, xtc``, the
-  temperature last inside ``categorical_sampling``.
+- ``"mlx"``: mlx-lm (``sample_utils.py``): ``make_logits_processors`` (logit bias, repetition
+  penalty, presence and frequency penalties), then ``make_sampler``'s chain ``top_p, min_p, xtc,
+  top_k``, the temperature last inside ``categorical_sampling``.
 
 In every preset ``dynatemp_range`` takes the temperature's place, and watermarking and
 ``renormalize_logits`` stay last. Samplers an engine lacks (top-n-sigma, XTC and mirostat in
@@ -57,7 +57,7 @@ ORDERS: dict[str, list[str]] = {
     ],
     "mlx": [
         "logit_bias", "repetition_penalty", "presence_penalty", "frequency_penalty",
-        "top_k", "top_p", "min_p", "xtc_probability", "temperature", "dynatemp_range",
+        "top_p", "min_p", "xtc_probability", "top_k", "temperature", "dynatemp_range",
         "top_n_sigma", "mirostat_tau", *_FINISHERS,
     ],
 }
