@@ -176,7 +176,7 @@ class _Session:
         device = model_device(self.model)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        if "stop_strings" in kwargs:
+        if "stop_strings" in kwargs or "dry_sequence_breakers" in kwargs:   # texts need the tokenizer
             kwargs = dict(kwargs, tokenizer=self.tokenizer)
         prompt_length = input_ids.shape[1]
         if self.args.compare:

@@ -408,17 +408,20 @@ def test_invalid_values_raise_before_the_first_forward(name, value):
     assert calls == []
 
 
-def test_string_sequence_breakers_are_encoded_with_the_tokenizer():
+def test_string_sequence_breakers_are_every_token_containing_them():
+    """llama.cpp's rule: a string breaker is every token whose text contains it."""
     from tests.tokenizer import byte_tokenizer
 
     tokenizer = byte_tokenizer()
     model = tiny_model("llama")
     ids, mask = prompts(1, 0)
     built = decoding.pipeline(model, ids, attention_mask=mask, tokenizer=tokenizer, dry_multiplier=1.0,
-                              dry_sequence_breakers=["\n", ":", 7])
+                              dry_sequence_breakers=["\n", "e", 7])
     dry = next(p for p in built if p.name == "dry_multiplier")
-    expected = {tokenizer.encode("\n", add_special_tokens=False)[0], tokenizer.encode(":", add_special_tokens=False)[0], 7}
+    texts = [tokenizer.decode([t]) for t in range(len(tokenizer))]
+    expected = {t for t, text in enumerate(texts) if "\n" in text or "e" in text} | {7}
     assert set(dry.dry_sequence_breakers) == expected
-    with pytest.raises(ValueError, match="dry_sequence_breakers"):   # two tokens: not a single-token breaker
+    assert {tokenizer.convert_tokens_to_ids("he"), tokenizer.convert_tokens_to_ids("Ġthe")} <= expected  # merged
+    with pytest.raises(ValueError, match="no single token contains"):   # "ab" spans two tokens
         decoding.pipeline(model, ids, attention_mask=mask, tokenizer=tokenizer, dry_multiplier=1.0,
                           dry_sequence_breakers=["ab"])

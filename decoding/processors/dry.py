@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
@@ -32,8 +33,9 @@ class DRYLogitsProcessor(LogitsProcessor):
     Per step this costs one comparison of the context against itself per token of the longest
     repeat found (stopping early), plus one host sync to read that bound.
 
-    Differences from llama.cpp: sequence breakers are single tokens (a string breaker must encode
-    to one token with ``tokenizer=``; llama.cpp also matches multi-token breakers).
+    Sequence breakers are token ids; a string breaker (with ``tokenizer=``) is every token whose text
+    contains it, as in llama.cpp. Difference from llama.cpp: its multi-token breakers (a token ending
+    in the start of the string, followed by the rest) are not matched.
 
     Args:
         dry_multiplier: ``multiplier``, a finite number > 0.
@@ -134,26 +136,51 @@ def check_breakers(breakers: Any) -> None:
 
 
 def breaker_token_ids(breakers: Optional[Sequence[Any]], tokenizer: Any = None) -> list[int]:
-    """Token ids of ``dry_sequence_breakers``: ints as they are, strings encoded with ``tokenizer``.
+    """Token ids of ``dry_sequence_breakers``: ints as they are; a string becomes every token whose text
+    contains it (llama.cpp's ``get_overlapping_token_sequences``: with the default breakers ``"\\n"``,
+    ``":"``, ``'"'``, ``"*"``, a token like ``".\\n"`` breaks a repeat too).
 
     Raises:
         ValueError: an entry is neither a token id nor a string, a string is given without a
-            tokenizer, or a string does not encode to exactly one token.
+            tokenizer, or no single token contains a string (a breaker spanning several tokens;
+            llama.cpp's multi-token "head and tail" sequences are not supported).
     """
     if breakers is None:
         return []
     check_breakers(breakers)
-    ids: list[int] = []
+    ids: set[int] = set()
+    texts: Optional[list[str]] = None
     for breaker in breakers:
         if not isinstance(breaker, str):
-            ids.append(int(breaker))
-        else:
-            if tokenizer is None:
-                raise ValueError(f"`dry_sequence_breakers` entry {breaker!r} is a string: pass `tokenizer=` to "
-                                 "encode it, or give token ids.")
-            encoded = tokenizer.encode(breaker, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise ValueError(f"`dry_sequence_breakers` entry {breaker!r} encodes to {len(encoded)} tokens "
-                                 f"{encoded}; only single-token breakers are supported, give token ids instead.")
-            ids.append(int(encoded[0]))
-    return ids
+            ids.add(int(breaker))
+            continue
+        if tokenizer is None:
+            raise ValueError(f"`dry_sequence_breakers` entry {breaker!r} is a string: pass `tokenizer=` to "
+                             "find its tokens, or give token ids.")
+        if not breaker:
+            raise ValueError("`dry_sequence_breakers` has an empty string; give non-empty texts or token ids.")
+        texts = texts if texts is not None else token_texts(tokenizer)
+        found = [token for token, text in enumerate(texts) if breaker in text]
+        if not found:
+            raise ValueError(f"`dry_sequence_breakers` entry {breaker!r}: no single token contains it (it encodes "
+                             f"to {tokenizer.encode(breaker, add_special_tokens=False)}); breakers spanning "
+                             "several tokens are not supported, give a shorter text or token ids.")
+        ids.update(found)
+    return sorted(ids)
+
+
+_TEXTS_CACHE: "weakref.WeakKeyDictionary[Any, list[str]]" = weakref.WeakKeyDictionary()
+
+
+def token_texts(tokenizer: Any) -> list[str]:
+    """The decoded text of every token id (``len(tokenizer)`` entries), computed once per tokenizer."""
+    try:
+        return _TEXTS_CACHE[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
+    try:
+        _TEXTS_CACHE[tokenizer] = texts
+    except TypeError:   # a tokenizer that cannot be weakly referenced: no caching
+        pass
+    return texts
