@@ -124,7 +124,7 @@ def seeded_target_tokens(scores: torch.FloatTensor, draft: Draft, seeds: list[in
     rows, width = scores.shape[:2]
     chosen = torch.zeros(rows, width, dtype=torch.long, device=scores.device)
     counts, drafted, generated = draft.counts.tolist(), draft.tokens.tolist(), generated.tolist()
-    drawing = [r for r in range(rows) if bool(active[r])]
+    drawing = [r for r, on in enumerate(active.tolist()) if on]   # one host sync, not one per row
     for i in range(width):
         if not drawing:
             break
