@@ -11,7 +11,7 @@ import decoding.strategies.speculative as speculative
 from decoding.speculation.drafters import Draft
 from decoding.speculation.setup import supports_early_exit
 from tests.models import ARCHITECTURES, EOS, PAD, VOCAB, prompts, tiny_model
-from tests.reference import assert_same_steps
+from tests.reference import assert_same_steps, emitted
 
 ARCHS = sorted(ARCHITECTURES)
 EARLY_EXIT_ARCHS = sorted(a for a in ARCHS if supports_early_exit(tiny_model(a)))
@@ -70,6 +70,19 @@ def one_row_prompt(seed, padded):
     return ids, mask
 
 
+def one_row_case(arch, drafter, seed, padded, repetitive):
+    """``(model, ids, mask, drafter)`` for a one-row comparison; early exit falls back to a draft model
+    on architectures that run every layer."""
+    if drafter == "early exit" and arch not in EARLY_EXIT_ARCHS:
+        drafter = "draft model"
+    if repetitive:
+        ids = repetitive_prompt(seed)
+        mask = torch.ones_like(ids)
+    else:
+        ids, mask = one_row_prompt(seed, padded)
+    return tiny_model(arch), ids, mask, drafter
+
+
 def repetitive_prompt(seed):
     """A prompt that repeats itself, so prompt lookup finds n-grams to copy."""
     g = torch.Generator().manual_seed(seed)
@@ -77,25 +90,14 @@ def repetitive_prompt(seed):
     return torch.cat([piece, piece, piece[: int(torch.randint(1, 3, (1,), generator=g))]])[None, :]
 
 
-def emitted(model, ids, mask, steps, **kwargs):
-    return model.generate(ids, attention_mask=mask, max_new_tokens=steps, eos_token_id=None, pad_token_id=PAD,
-                          **kwargs)[0, ids.shape[1]:].tolist()
-
-
 @settings(max_examples=60)
 @given(arch=st.sampled_from(ARCHS), drafter=st.sampled_from(DRAFTERS), seed=st.integers(0, 10_000),
        steps=st.integers(1, 16), padded=st.booleans(), repetitive=st.booleans(), schedule=st.sampled_from(SCHEDULES),
        eos_pick=st.integers(-4, 15), lookup=st.integers(1, 6), ngram=st.integers(1, 3))
 def test_greedy_matches_reference(arch, drafter, seed, steps, padded, repetitive, schedule, eos_pick, lookup, ngram):
-    if drafter == "early exit" and arch not in EARLY_EXIT_ARCHS:
-        drafter = "draft model"
-    model = tiny_model(arch)
-    ids, mask = one_row_prompt(seed, padded)
-    if repetitive:
-        ids = repetitive_prompt(seed)
-        mask = torch.ones_like(ids)
+    model, ids, mask, drafter = one_row_case(arch, drafter, seed, padded, repetitive)
     # eos: none (negative pick), or a token the model really emits, so generation stops early
-    eos = None if eos_pick < 0 else emitted(model, ids, mask, steps)[eos_pick % steps]
+    eos = None if eos_pick < 0 else emitted(model, ids, mask, 0, steps, PAD)[0, eos_pick % steps]
     kwargs = drafter_kwargs(arch, drafter, lookup, ngram)
     drafting = kwargs.get("assistant_model", model)
     reference, ours = both(model, ids, seed, schedule, drafting, attention_mask=mask, max_new_tokens=steps,
@@ -120,13 +122,7 @@ sampling_params = st.fixed_dictionaries({
        params=sampling_params, with_eos=st.booleans())
 def test_sampling_matches_reference(arch, drafter, seed, steps, padded, repetitive, schedule, params, with_eos):
     """Same seed, same draws: the draft's samples, one uniform per drafted token, the target's draw."""
-    if drafter == "early exit" and arch not in EARLY_EXIT_ARCHS:
-        drafter = "draft model"
-    model = tiny_model(arch)
-    ids, mask = one_row_prompt(seed, padded)
-    if repetitive:
-        ids = repetitive_prompt(seed)
-        mask = torch.ones_like(ids)
+    model, ids, mask, drafter = one_row_case(arch, drafter, seed, padded, repetitive)
     kwargs = drafter_kwargs(arch, drafter)
     drafting = kwargs.get("assistant_model", model)
     reference, ours = both(model, ids, seed, schedule, drafting, attention_mask=mask, max_new_tokens=steps,
@@ -146,7 +142,7 @@ def test_batch_rows_equal_plain_greedy(arch, drafter, batch, seed, steps, eos_pi
     model = tiny_model(arch)
     ids, mask = prompts(batch, seed, min_len=4)  # row 0 holds the 4-token repeat below
     ids[0, -4:] = ids[0, -2:].repeat(2)  # a repeat in row 0 for prompt lookup to find
-    eos = None if eos_pick < 0 else emitted(model, ids[:1], mask[:1], steps)[eos_pick % steps]
+    eos = None if eos_pick < 0 else emitted(model, ids[:1], mask[:1], 0, steps, PAD)[0, eos_pick % steps]
     kwargs = drafter_kwargs(arch, drafter)
     set_schedule(kwargs.get("assistant_model", model), schedule)
     plain = model.generate(ids, attention_mask=mask, max_new_tokens=steps, eos_token_id=eos, pad_token_id=PAD)
