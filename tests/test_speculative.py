@@ -506,3 +506,26 @@ def test_processors_speculation_cannot_apply_exactly_are_refused():
     spec = decoding.generate(model, two, max_new_tokens=6, repetition_penalty=1.2, pad_token_id=PAD,
                              prompt_lookup_num_tokens=3)
     assert torch.equal(plain, spec)
+
+
+def test_speculation_resets_stateful_processors_before_each_call():
+    class Counting(decoding.LogitsProcessor):
+        name = "counting"
+
+        def __init__(self):
+            self.calls = 0
+
+        def reset(self):
+            self.calls = 0
+
+        def __call__(self, input_ids, scores):
+            self.calls += 1
+            return scores
+
+    model, counting = tiny_model("llama"), Counting()
+    ids = repetitive_prompt(3)
+    counts = []
+    for _ in range(2):
+        decoding.generate(model, ids, max_new_tokens=8, prompt_lookup_num_tokens=3, logits_processor=[counting])
+        counts.append(counting.calls)
+    assert counts[0] == counts[1] > 0   # without reset() the second call would count on from the first
