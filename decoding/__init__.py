@@ -9,11 +9,10 @@ The drop-in door::
 The research door: every box of the data flow is public (see docs/how-it-works.md).
 """
 
-from .beams import BeamStreamer, BeamTextStreamer, LiveBeam
-from .compare import Comparison, compare
-from .speculation import Draft, Drafter, DraftModel, EarlyExit, PromptLookup
-from .config import Settings, UnknownArgumentError, resolve_settings
-from .generate import GenerationInterrupted, generate, pipeline
+from .comparison import Comparison, compare
+from .config import Settings, resolve_settings
+from .errors import GenerationInterrupted, UnknownArgumentError
+from .generation import generate, pipeline
 from .inputs import left_pad
 from .outputs import GenerateOutput
 from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
@@ -23,7 +22,8 @@ from .scores import compute_transition_scores
 from .stopping import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
                        StoppingCriteriaList)
 from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
-from .strategies.speculative import SpeculationStats
+from .strategies.beam import BeamStreamer, BeamTextStreamer, LiveBeam
+from .strategies.speculative import Draft, Drafter, DraftModel, EarlyExit, PromptLookup, SpeculationStats
 
 __version__ = "0.1.0"
 
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 # Loading, chat and memory (docs/loading.md, docs/chat.md); the command line is `python -m decoding`.
-from .chat import ChatTemplateError, chat  # noqa: E402
+from .conversation import ChatTemplateError, chat  # noqa: E402
 from .loading import LoadedModel, load, release  # noqa: E402
 
 __all__ += ["load", "LoadedModel", "release", "chat", "ChatTemplateError"]

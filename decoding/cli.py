@@ -91,7 +91,7 @@ def generation_flag_names(parser_options: Sequence[str] = ()) -> list[str]:
     return [name for name in CONFIG_FIELDS if name not in NOT_FLAGS and name not in taken]
 
 
-_OWN_OPTIONS = ("model", "quantization", "device", "dtype", "seed", "compare", "verbose", "raw",
+_OWN_OPTIONS = ("model", "quantization", "device", "dtype", "seed", "compare", "strategy", "verbose", "raw",
                 "message", "system", "merge_system", "prompt", "command")
 
 
@@ -107,6 +107,9 @@ def _add_common(parser: argparse.ArgumentParser) -> list[str]:
     parser.add_argument("--compare", action="store_true",
                         help="also run model.generate and report whether the tokens are identical "
                              f"(exit status {EXIT_DIFFERENT} when they differ)")
+    parser.add_argument("--strategy", default=None, metavar="MODULE:FUNCTION",
+                        help="decode with your own strategy(call) (docs/strategies.md): an importable module or a "
+                             ".py file, then the function's name; with --compare it is checked against model.generate")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print the load time and the time per new token to stderr")
     group = parser.add_argument_group("generation keywords (those of decoding.generate / model.generate)")
@@ -142,6 +145,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_strategy(spec: str) -> Callable:
+    """``"package.module:function"`` or ``"path/to/file.py:function"`` -> the function.
+
+    Raises:
+        ValueError: ``spec`` is not ``MODULE:FUNCTION``, or the module has no such callable.
+        ImportError / FileNotFoundError: the module cannot be imported, or the file does not exist.
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    module_name, _, function_name = spec.rpartition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"--strategy must be MODULE:FUNCTION (for example my_decoding:greedy or "
+                         f"examples/plain_greedy.py:greedy), got {spec!r}.")
+    if module_name.endswith(".py") or os.sep in module_name:
+        if not os.path.isfile(module_name):
+            raise FileNotFoundError(f"--strategy: no file {module_name!r}.")
+        loader = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(module_name))[0], module_name)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ValueError(f"--strategy: {module_name!r} has no function {function_name!r}.")
+    return function
+
+
 def _say(message: str) -> None:
     print(f"[decoding] {message}", file=sys.stderr, flush=True)
 
@@ -154,6 +186,8 @@ class _Session:
 
         self.args = args
         self.kwargs = {name: getattr(args, name) for name in args.generation_names if hasattr(args, name)}
+        if args.strategy is not None:
+            self.kwargs["strategy"] = load_strategy(args.strategy)
         if not args.verbose:  # transformers' "Loading weights" bar; the built-in model's own progress stays
             from transformers.utils import logging as hf_logging
 
@@ -168,8 +202,8 @@ class _Session:
         """Generate (streaming to stdout) from ``[1, len]`` ids; returns (new ids ``[n]``, identical or True)."""
         import torch
 
-        from .compare import compare
-        from .generate import generate
+        from .comparison import compare
+        from .generation import generate
         from .runner import model_device
         from .streaming import TextStreamer
 
@@ -199,7 +233,7 @@ class _Session:
 
 
 def _generate_command(session: _Session) -> int:
-    from .chat import DEFAULT_MAX_NEW_TOKENS, chat_generation_kwargs, chat_prompt, decode_answer
+    from .conversation import DEFAULT_MAX_NEW_TOKENS, chat_generation_kwargs, chat_prompt, decode_answer
 
     args = session.args
     use_template = not args.raw and getattr(session.tokenizer, "chat_template", None) is not None
@@ -227,7 +261,7 @@ def _generate_command(session: _Session) -> int:
 
 
 def _chat_turn(session: _Session, messages: list[dict]) -> tuple[str, bool]:
-    from .chat import chat_generation_kwargs, chat_prompt, decode_answer
+    from .conversation import chat_generation_kwargs, chat_prompt, decode_answer
 
     prompt = chat_prompt(session.tokenizer, messages, merge_system=session.args.merge_system)
     kwargs = chat_generation_kwargs(session.model, session.tokenizer, **session.kwargs)

@@ -17,6 +17,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UnknownArgumentError  # noqa: F401 (raised here, importable from here)
+
 # The reference's defaults for fields left unset by the user and by the model's generation config.
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "max_length": 20,
@@ -91,13 +93,6 @@ NOT_YET_IMPLEMENTED: dict[str, Any] = {
     "past_key_values": None,
 }
 
-
-class UnknownArgumentError(TypeError, ValueError):
-    """A keyword that `generate` does not know (usually a typo).
-
-    It is both a ``TypeError`` (what Python raises for an unexpected keyword) and a ``ValueError``
-    (what the reference raises), so code written for either keeps working.
-    """
 
 
 @dataclass

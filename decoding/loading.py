@@ -29,6 +29,9 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
+from .errors import (ClosedModelError, LoadError, MissingDependencyError, ModelNotFoundError,  # noqa: F401
+                     UnsupportedDeviceError)
+
 QUANTIZATIONS: tuple[str, ...] = ("4bit", "8bit")
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -36,26 +39,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
-
-
-class LoadError(RuntimeError):
-    """A model could not be loaded; the message says why and what to do."""
-
-
-class MissingDependencyError(LoadError, ImportError):
-    """A package the requested loading needs (bitsandbytes, accelerate) is not installed."""
-
-
-class UnsupportedDeviceError(LoadError, ValueError):
-    """The requested device does not exist here, or cannot run the requested quantization."""
-
-
-class ModelNotFoundError(LoadError, FileNotFoundError):
-    """Neither a local folder nor a hub id that can be reached (offline, or no such model)."""
-
-
-class ClosedModelError(RuntimeError):
-    """A model was used after :func:`release` (or :meth:`LoadedModel.close`) freed its weights."""
 
 
 def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Union[None, str, torch.dtype]:

@@ -14,7 +14,8 @@ This is also how ``torch.multinomial`` draws one sample on CPU.
 
 from __future__ import annotations
 
-from typing import Sequence
+import numbers
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -61,3 +62,28 @@ def seeded_multinomial(probs: torch.Tensor, seeds: Sequence[int], steps: Sequenc
             f"{tuple(probs.shape)}, {len(seeds)} seeds, {len(steps)} steps.")
     noise = seeded_exponentials(probs.shape[1], seeds, steps, device=probs.device)
     return (probs.float() / noise).argmax(dim=-1)
+
+
+def row_seeds(seed: Any, rows: int) -> Optional[list[int]]:
+    """The per-row seeds of ``generate(seed=...)`` for ``rows = batch * num_return_sequences`` rows.
+
+    ``None`` -> None (torch's global generator, as the reference). An int ``s`` -> ``[s, s+1, ...,
+    s+rows-1]``: row ``r`` uses ``s + r``. A list -> itself, one seed per expanded row (the
+    ``num_return_sequences`` copies of prompt ``b`` are rows ``b*n .. b*n+n-1``).
+
+    Raises:
+        ValueError: ``seed`` is not an int >= 0 or a list of ``rows`` ints >= 0.
+    """
+    def ok(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+
+    if seed is None:
+        return None
+    if ok(seed):
+        return [int(seed) + row for row in range(rows)]
+    if isinstance(seed, (list, tuple)) and all(ok(s) for s in seed):
+        if len(seed) != rows:
+            raise ValueError(f"`seed` has {len(seed)} seeds but the batch has {rows} rows (batch size * "
+                             "num_return_sequences); give one seed per row, or one int for all.")
+        return [int(s) for s in seed]
+    raise ValueError(f"`seed` must be an int >= 0 or a list of ints >= 0 (one per row), but is {seed!r}.")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 import decoding
-from decoding.beams.tree import path, returned
+from decoding.strategies.beam.tree import path, returned
 from tests.models import ARCHITECTURES, EOS, PAD, prompts, tiny_model
 from tests.reference import assert_same_steps, both
 

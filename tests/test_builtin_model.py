@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import decoding
-from decoding.chat import chat_generation_kwargs, chat_prompt
+from decoding.conversation import chat_generation_kwargs, chat_prompt
 from decoding.loading import load
 
 QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbow."]

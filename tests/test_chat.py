@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import decoding
-from decoding.chat import (ChatTemplateError, chat, chat_generation_kwargs, chat_prompt, end_of_turn_ids,
+from decoding.conversation import (ChatTemplateError, chat, chat_generation_kwargs, chat_prompt, end_of_turn_ids,
                            merge_system_message, normalize_messages)
 from tests.tokenizer import byte_tokenizer
 

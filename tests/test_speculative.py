@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import decoding
-import decoding.strategies.speculative as speculative
-from decoding.speculation.drafters import Draft
-from decoding.speculation.setup import supports_early_exit
+import decoding.strategies.speculative.loop as speculative
+from decoding.strategies.speculative.drafters import Draft
+from decoding.strategies.speculative.setup import supports_early_exit
 from tests.models import ARCHITECTURES, EOS, PAD, VOCAB, prompts, tiny_model
 from tests.reference import assert_same_steps, emitted
 

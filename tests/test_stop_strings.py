@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import decoding
-from decoding.stop_strings import StopStringCriteria
+from decoding.stopping.stop_strings import StopStringCriteria
 from tests.models import PAD, prompts, tiny_model
 from tests.tokenizer import byte_fallback_tokenizer, byte_tokenizer
 

@@ -1,9 +1,8 @@
-"""Beam search inside ``generate``: from the resolved settings to the reference's output object.
+"""Beam search's entry in the strategy table, ``run(call) -> GenerateOutput``, and the beam arguments' checks.
 
-``generate`` calls :func:`check_beam_arguments` before the first forward pass and hands
-``num_beams > 1`` calls to :func:`run_beam_strategy`, which runs the loop of
-:mod:`decoding.strategies.beam` with the optional extras (recorded outputs, the search tree,
-streaming) and builds what the reference returns.
+:func:`check_beam_arguments` runs for every call (a beam streamer or ``output_beam_tree`` without
+beams is an error too). :func:`run` runs the loop of :mod:`.search` with the optional extras (recorded outputs, the search
+tree, streaming) and builds what the reference returns.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import torch
 
 from .streaming import BeamStreamAdapter, is_beam_streamer, stream_best
 from .tree import BeamTree
-from ..config import Settings
-from ..outputs import GenerateOutput
-from ..processors import LogitsProcessorList
-from ..runner import ModelRunner
-from ..stopping import StoppingCriteriaList
-from ..strategies.beam import BeamConfig, beam_search, start
-from ..strategies.state import StepOutputs
+from ...config import Settings
+from ...outputs import GenerateOutput
+from .search import BeamConfig, beam_search, start
+from ..call import PreparedCall
+from ..state import StepOutputs
 
 
 def check_beam_arguments(settings: Settings, streamer: Any, output_beam_tree: Any, seed: Any = None) -> None:
@@ -55,31 +52,23 @@ def beam_config(settings: Settings, max_length: int, eos: Optional[torch.Tensor]
                       eos_token_ids=eos, pad_token_id=pad)
 
 
-def run_beam_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: torch.LongTensor,
-                      settings: Settings, processors: LogitsProcessorList, criteria: StoppingCriteriaList,
-                      eos: Optional[torch.Tensor], pad: Optional[torch.Tensor], streamer: Any, max_length: int,
-                      output_beam_tree: bool = False):
-    """Run beam search (or beam sampling) on prepared inputs (each prompt repeated ``num_beams`` times).
+def run(call: PreparedCall) -> GenerateOutput:
+    """Run beam search (or beam sampling) on a prepared call (each prompt repeated ``num_beams`` times).
 
-    Returns ``[B * num_return_sequences, length]`` int64, or a :class:`GenerateOutput` with
-    ``sequences``, ``beam_indices`` (int32), ``sequences_scores`` (with ``output_scores``), ``scores``,
-    ``logits``, ... as the reference's ``GenerateBeamDecoderOnlyOutput``, and
-    ``trace["beam_tree"]`` with ``output_beam_tree=True``.
+    Returns a :class:`GenerateOutput` with ``sequences`` ``[B * num_return_sequences, length]``,
+    ``beam_indices`` (int32), ``sequences_scores`` (with ``output_scores``), ``scores``, ``logits``, ...
+    as the reference's ``GenerateBeamDecoderOnlyOutput``, and ``trace["beam_tree"]`` with
+    ``output_beam_tree=True``. Streamers get every live beam (beam streamers) or the best sequence.
     """
-    from ..generate import GenerationInterrupted  # generate imports this module
-
-    config = beam_config(settings, max_length, eos, pad)
-    return_dict = bool(settings.return_dict_in_generate)
-    attentions, hidden_states = bool(settings.output_attentions), bool(settings.output_hidden_states)
-    runner = ModelRunner(model, attention_mask, max_length, use_cache=bool(settings.use_cache),
-                         output_device=input_ids.device, output_attentions=attentions,
-                         output_hidden_states=hidden_states)
-    outputs = StepOutputs(return_dict and bool(settings.output_scores), return_dict and bool(settings.output_logits),
-                          return_dict and attentions, return_dict and hidden_states)
+    settings, streamer, input_ids = call.settings, call.streamer, call.input_ids
+    config = beam_config(settings, call.max_length, call.eos, call.pad)
+    runner = call.new_runner()
+    outputs = StepOutputs(call.wants("scores"), call.wants("logits"), call.wants("attentions"),
+                          call.wants("hidden_states"))
     prompts, prompt_length = input_ids.shape[0] // config.num_beams, input_ids.shape[1]
 
     observers: list = []
-    tree = BeamTree(prompts, config, prompt_length) if output_beam_tree else None
+    tree = BeamTree(prompts, config, prompt_length) if call.output_beam_tree else None
     if tree is not None:
         observers.append(tree)
     if is_beam_streamer(streamer):
@@ -88,22 +77,13 @@ def run_beam_strategy(model: Any, input_ids: torch.LongTensor, attention_mask: t
         streamer.put(input_ids[::config.num_beams].cpu())             # the prompt, one row per prompt
 
     state = start(input_ids, config)
-    try:
-        result = beam_search(runner, input_ids, processors, criteria, config, outputs, observers, state)
-    except (Exception, KeyboardInterrupt) as error:
-        if state.length == state.prompt_length:
-            raise
-        raise GenerationInterrupted(
-            f"beam search stopped after {state.step} new tokens by {type(error).__name__}: {error}; the "
-            "running beams so far ([batch * num_beams, length]) are in .partial",
-            state.flat_running_ids().clone()) from error
+    call.keep_partial(lambda: state.flat_running_ids().clone())      # the running beams [B * N, length]
+    result = beam_search(runner, input_ids, call.processors, call.criteria, config, outputs, observers, state)
 
     if is_beam_streamer(streamer):
         streamer.on_finish(result.sequences, result.sequences_scores)
     elif streamer is not None:
         stream_best(streamer, result.sequences, result.beam_indices, prompt_length, config.num_return_sequences)
-    if not return_dict:
-        return result.sequences
     as_tuple = (lambda items: tuple(items) if items is not None else None)
     return GenerateOutput(
         sequences=result.sequences,

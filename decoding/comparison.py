@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from .generate import generate
+from .generation import generate
 
 
 @dataclass
@@ -72,14 +72,15 @@ def compare(model: Any, input_ids: Optional[torch.LongTensor] = None, seed: int 
 
     ``kwargs`` are the keyword arguments of ``model.generate`` (``attention_mask``, ``max_new_tokens``,
     ``do_sample``, ...); ``return_dict_in_generate`` and ``output_scores`` are switched on.
-    A ``streamer`` is given to our run only.
+    A ``streamer`` and a ``strategy`` are given to our run only: ``compare(model, ids, strategy=my_loop,
+    **kw)`` checks your strategy against the reference's own decoding of the same keywords.
     """
     kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
-    streamer = kwargs.pop("streamer", None)
+    ours_only = {name: kwargs.pop(name) for name in ("streamer", "strategy") if name in kwargs}
     torch.manual_seed(seed)
     reference = model.generate(input_ids, **kwargs)
     torch.manual_seed(seed)
-    ours = generate(model, input_ids, streamer=streamer, **kwargs)
+    ours = generate(model, input_ids, **ours_only, **kwargs)
     prompt_length = input_ids.shape[1] if input_ids is not None else 1
     identical = (reference.sequences.shape == ours.sequences.shape
                  and torch.equal(reference.sequences, ours.sequences))

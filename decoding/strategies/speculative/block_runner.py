@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 from transformers import DynamicCache
 
-from ..runner import model_device
+from ...runner import model_device
 
 
 def new_cache(model: Any) -> DynamicCache:
@@ -100,6 +100,17 @@ class BlockRunner:
                          use_cache=True, **kwargs)
         self.forwards += 1
         return out.logits[:, -num_logits:].to(dtype=torch.float32, device=self.output_device)
+
+    def verify(self, sequences: Any, drafts: torch.LongTensor) -> torch.FloatTensor:
+        """The target's step of a round: one forward over each row's newest token followed by its drafts.
+
+        The first round feeds the whole prompt instead of the newest token (nothing is cached yet).
+        ``sequences``: the :class:`~.ragged.RaggedSequences`; ``drafts``: ``[rows, gamma]``. Returns the
+        ``[rows, gamma + 1, vocab]`` float32 logits of the positions after the newest token and each draft.
+        """
+        if self.slots == 0:
+            return self.forward(torch.cat([sequences.aligned(), drafts], dim=1), drafts.shape[1] + 1, first=True)
+        return self.forward(torch.cat([sequences.last(1), drafts], dim=1), drafts.shape[1] + 1)
 
     def truncate(self, lengths: torch.LongTensor) -> None:
         """Keep the first ``lengths[r]`` occupied slots of row ``r`` (``[rows]`` int64); drop the rest.

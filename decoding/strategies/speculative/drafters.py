@@ -24,10 +24,10 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .block_runner import BlockRunner
-from ..inputs import infer_attention_mask
-from ..processors import LogitsProcessorList, build_pipeline
+from ...inputs import infer_attention_mask
+from ...processors import LogitsProcessorList, build_pipeline
 from .ragged import RaggedSequences
-from ..seeding import seeded_multinomial
+from ...seeding import seeded_multinomial
 
 
 @dataclass

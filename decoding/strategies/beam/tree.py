@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..strategies.beam import BeamConfig, BeamStep
+from .search import BeamConfig, BeamStep
 
 KEPT = "kept"
 STILL_RUNNING = "running when the search stopped"

@@ -34,10 +34,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from ..processors import LogitsProcessor, LogitsProcessorList
-from ..runner import ModelRunner
-from ..stopping import StoppingCriteriaList
-from .state import StepOutputs
+from ...processors import LogitsProcessor, LogitsProcessorList
+from ...runner import ModelRunner
+from ...stopping import StoppingCriteriaList
+from ..state import StepOutputs
 
 # The reference's "impossible" score. It is *added* (never assigned), so a marked score keeps its
 # order among other marked scores, up to float32 rounding, exactly as in the reference.

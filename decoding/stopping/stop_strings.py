@@ -21,7 +21,7 @@ from typing import Any, Sequence, Union
 
 import torch
 
-from .stopping import StoppingCriteria
+from .criteria import StoppingCriteria
 
 Surface = Union[str, bytes]
 

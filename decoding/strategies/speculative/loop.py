@@ -26,17 +26,17 @@ See docs/speculative.md for why the acceptance rules are exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from ..speculation.block_runner import BlockRunner
-from ..speculation.drafters import Draft, Drafter
-from ..outputs import GenerateOutput
-from ..processors import LogitsProcessorList
-from ..speculation.ragged import RaggedSequences
-from ..seeding import seeded_multinomial
-from ..stopping import StoppingCriteriaList
+from .block_runner import BlockRunner
+from .drafters import Draft, Drafter
+from ...processors import LogitsProcessorList
+from .ragged import RaggedSequences
+from ...seeding import seeded_multinomial
+from ...stopping import StoppingCriteriaList
+from ..state import StepOutputs
 
 
 @dataclass
@@ -59,6 +59,12 @@ class SpeculationStats:
     added: list = field(default_factory=list)
     target_forwards: int = 0
     draft_forwards: int = 0
+
+    def record(self, draft: Draft, keep: torch.LongTensor) -> None:
+        """One round: ``keep[r]`` tokens added to row ``r`` (its accepted drafts plus the target's own token)."""
+        self.proposed.append(draft.counts.tolist())
+        self.accepted.append(torch.minimum((keep - 1).clamp(min=0), draft.counts).tolist())
+        self.added.append(keep.tolist())
 
     @property
     def acceptance_rate(self) -> float:
@@ -166,10 +172,10 @@ def accept_speculative_sampling(draft: Draft, scores: torch.FloatTensor) -> tupl
     return tokens, n
 
 
-def _kept_lengths(tokens: torch.LongTensor, n: torch.LongTensor, budget: torch.LongTensor,
-                  eos: Optional[torch.Tensor]) -> torch.LongTensor:
-    """How many of ``tokens[r, :n + 1]`` each row keeps: at most ``budget[r]``, and up to the first eos."""
-    keep = torch.minimum(n + 1, budget.clamp(min=0))
+def kept_lengths(tokens: torch.LongTensor, n: torch.LongTensor, room: torch.LongTensor,
+                 eos: Optional[torch.Tensor]) -> torch.LongTensor:
+    """How many of ``tokens[r, :n + 1]`` each row keeps: at most ``room[r]``, and up to the first eos."""
+    keep = torch.minimum(n + 1, room.clamp(min=0))
     if eos is not None:
         position = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
         is_eos = torch.isin(tokens, eos) & (position < keep[:, None])
@@ -178,117 +184,91 @@ def _kept_lengths(tokens: torch.LongTensor, n: torch.LongTensor, budget: torch.L
     return keep
 
 
-def _without_max_length(criteria: StoppingCriteriaList) -> StoppingCriteriaList:
-    return StoppingCriteriaList(c for c in criteria if type(c).__name__ != "MaxLengthCriteria")
+AcceptRule = Callable[[Draft, torch.FloatTensor, RaggedSequences, torch.BoolTensor],
+                      tuple[torch.LongTensor, torch.LongTensor]]
 
 
-def speculative_decoding(model: Any, prompt_ids: torch.LongTensor, attention_mask: torch.LongTensor,
-                         drafter: Drafter, processors: LogitsProcessorList, criteria: StoppingCriteriaList,
-                         max_length: int, do_sample: bool, pad: Optional[torch.Tensor],
-                         eos: Optional[torch.Tensor], streamer: Any = None, output_scores: bool = False,
-                         output_logits: bool = False, return_dict: bool = False, seeds: Optional[list[int]] = None):
-    """Generate with speculation until every row is done; return what ``generate`` returns.
+def acceptance_rule(do_sample: bool, seeds: Optional[list[int]] = None) -> AcceptRule:
+    """The rule of step 3, chosen once: ``rule(draft, scores, sequences, active) -> (tokens, n_accepted)``.
+
+    - greedy: :func:`accept_greedy` against the target's argmax;
+    - sampling with ``seed=``: :func:`accept_greedy` against the row's seeded draw (:func:`seeded_target_tokens`);
+    - sampling: :func:`accept_speculative_sampling` when the drafter has a distribution (a draft model),
+      else (prompt lookup, or a round without drafts) one draw per position and :func:`accept_greedy`.
+    """
+    def greedy(draft, scores, sequences, active):
+        return accept_greedy(draft, scores.argmax(dim=-1))
+
+    def seeded(draft, scores, sequences, active):
+        generated = sequences.lengths - sequences.prompt_length
+        return accept_greedy(draft, seeded_target_tokens(scores, draft, seeds, generated, active))
+
+    def sampled(draft, scores, sequences, active):
+        if draft.scores is not None and draft.width > 0:
+            return accept_speculative_sampling(draft, scores)
+        probs = scores.softmax(dim=-1).reshape(-1, scores.shape[-1])              # one draw per position
+        return accept_greedy(draft, torch.multinomial(probs, num_samples=1).view(scores.shape[:2]))
+
+    if not do_sample:
+        return greedy
+    return sampled if seeds is None else seeded
+
+
+class Rounds:
+    """What a round leaves besides the tokens: statistics, and with one row the stream and the per-token outputs.
 
     Args:
-        model: the target model.
-        prompt_ids, attention_mask: ``[rows, prompt_len]``, left-padded.
-        drafter: proposes the tokens (:mod:`decoding.speculation`).
-        processors: the target's pipeline; criteria: the stopping criteria (run once per round).
-        max_length: absolute length limit (prompt included) of every row.
-        do_sample: sampling (speculative sampling with a draft model) or greedy.
-        pad: written after a row's end when rows differ in length; eos: ``[n_eos]`` or None.
-        streamer: gets the prompt, then each round's accepted tokens ``[1, k]`` (one row only).
-        output_scores / output_logits: one ``[1, vocab]`` entry per new token (one row only).
-        seeds: one seed per row (``generate(seed=...)``, sampling only): every token is row ``r``'s
-            draw keyed by ``(seeds[r], new-token index)``, the same as plain seeded sampling; None:
-            torch's global generator, as the reference.
+        stats: filled round by round (``GenerateOutput.trace["speculation"]``).
+        outputs: records one ``[1, vocab]`` score and logit entry per new token, when asked for.
+        streamer: gets each round's kept tokens ``[1, k]``.
     """
-    rows, device = prompt_ids.shape[0], prompt_ids.device
+
+    def __init__(self, stats: SpeculationStats, outputs: StepOutputs, streamer: Any = None):
+        self.stats, self.outputs, self.streamer = stats, outputs, streamer
+
+    def record(self, draft: Draft, tokens: torch.LongTensor, keep: torch.LongTensor, scores: torch.FloatTensor,
+               logits: torch.FloatTensor) -> None:
+        self.stats.record(draft, keep)
+        if self.streamer is None and self.outputs.scores is None and self.outputs.logits is None:
+            return
+        k = int(keep[0])                                   # one row: checked before the first forward
+        if self.streamer is not None:
+            self.streamer.put(tokens[:, :k].cpu())
+        for i in range(k):
+            self.outputs.record(logits[:, i], scores[:, i])
+
+
+def speculative_decoding(target: BlockRunner, drafter: Drafter, sequences: RaggedSequences,
+                         processors: LogitsProcessorList, criteria: StoppingCriteriaList, accept: AcceptRule,
+                         rounds: Rounds, max_length: int, eos: Optional[torch.Tensor]) -> RaggedSequences:
+    """Generate with speculation until every row is done; returns ``sequences``, grown.
+
+    Args:
+        target: the target model's block runner. drafter: proposes the tokens (:mod:`.drafters`).
+        sequences: the prompt rows ``[rows, prompt_len]``, left-padded; every row grows by its own count.
+        processors: the target's pipeline. criteria: run once per round on the whole sequences.
+        accept: the acceptance rule (:func:`acceptance_rule`). rounds: records what each round did.
+        max_length: absolute length limit (prompt included) of every row. eos: ``[n_eos]`` or None.
+    """
     processors.reset()
-    sequences = RaggedSequences(prompt_ids, max_length, fill=int(pad) if pad is not None else 0)
-    target = BlockRunner(model, attention_mask, output_device=device)
-    stats = SpeculationStats(drafter.name)
-    scores_out: Optional[list] = [] if output_scores else None
-    logits_out: Optional[list] = [] if output_logits else None
-    row_criteria = criteria if rows == 1 else _without_max_length(criteria)
-    active = torch.ones(rows, dtype=torch.bool, device=device)
-    if streamer is not None:
-        streamer.put(prompt_ids.cpu())
-
-    fill = int(pad) if pad is not None else 0
-    try:
-        while True:
-            # 1. propose: at most max_length - length - 1 drafts (the target adds one token of its own)
-            limit = torch.where(active, max_length - sequences.lengths - 1, 0)
-            draft = drafter.propose(sequences, limit)
-            gamma = draft.width
-
-            # 2. verify: one forward over [last token, drafts] (first round: [prompt, drafts])
-            if target.slots == 0:
-                block = torch.cat([prompt_ids, draft.tokens], dim=1)
-                logits = target.forward(block, num_logits=gamma + 1, first=True)
-            else:
-                logits = target.forward(torch.cat([sequences.last(1), draft.tokens], dim=1), num_logits=gamma + 1)
-            scores = process_positions(processors, sequences, draft, logits)   # [rows, gamma + 1, vocab]
-
-            # 3. accept
-            if do_sample and seeds is not None:
-                generated = sequences.lengths - sequences.prompt_length
-                tokens, n = accept_greedy(draft, seeded_target_tokens(scores, draft, seeds, generated, active))
-            elif do_sample and draft.scores is not None and gamma > 0:
-                tokens, n = accept_speculative_sampling(draft, scores)
-            else:
-                if do_sample:
-                    probs = scores.softmax(dim=-1).reshape(-1, scores.shape[-1])    # one draw per position
-                    chosen = torch.multinomial(probs, num_samples=1).view(rows, gamma + 1)
-                else:
-                    chosen = scores.argmax(dim=-1)
-                tokens, n = accept_greedy(draft, chosen)
-
-            # 4. trim: length budget and eos; drop the rejected tokens from the target's cache
-            keep = _kept_lengths(tokens, n, max_length - sequences.lengths, eos)
-            keep = torch.where(active, keep, 0)
-            n = (keep - 1).clamp(min=0)
-            sequences.append(tokens, keep)
-            target.truncate(sequences.lengths - 1)        # the newest token is fed next round
-            drafter.accepted(draft, n, active)
-            stats.proposed.append(draft.counts.tolist())
-            stats.accepted.append(torch.minimum(n, draft.counts).tolist())
-            stats.added.append(keep.tolist())
-            if rows == 1:
-                k = int(keep[0])
-                if streamer is not None:
-                    streamer.put(tokens[:, :k].cpu())
-                if scores_out is not None:
-                    scores_out.extend(scores[:, i] for i in range(k))
-                if logits_out is not None:
-                    logits_out.extend(logits[:, i] for i in range(k))
-
-            # 5. stop: the criteria see the whole sequence once per round
-            recorded = tuple(scores_out) if scores_out is not None else None
-            done = row_criteria(sequences.aligned(), recorded)
-            done = done | (sequences.lengths >= max_length)
-            active = active & ~done
-            if not bool(active.any()):
-                break
-    except (Exception, KeyboardInterrupt) as error:
-        if int(sequences.lengths.max()) == sequences.prompt_length:
-            raise
-        from ..generate import GenerationInterrupted  # here: generate imports this module
-        new = int(sequences.lengths.max()) - sequences.prompt_length
-        raise GenerationInterrupted(
-            f"generation stopped after {new} new tokens by {type(error).__name__}: {error}; the tokens so far "
-            "are in .partial", sequences.padded(fill)) from error
-
+    active = torch.ones(sequences.rows, dtype=torch.bool, device=sequences.lengths.device)
+    while bool(active.any()):
+        room = torch.where(active, max_length - sequences.lengths, 0)       # tokens each row may still add
+        # 1. propose: the target adds one token of its own, so at most room - 1 drafts
+        draft = drafter.propose(sequences, (room - 1).clamp(min=0))
+        # 2. verify: one forward over [newest token, drafts], [rows, gamma + 1, vocab]
+        logits = target.verify(sequences, draft.tokens)
+        scores = process_positions(processors, sequences, draft, logits)
+        # 3. accept
+        tokens, n = accept(draft, scores, sequences, active)
+        # 4. trim at the length limit and the first eos; the target's cache drops the rejected tokens
+        keep = torch.where(active, kept_lengths(tokens, n, room, eos), 0)
+        sequences.append(tokens, keep)
+        target.truncate(sequences.lengths - 1)                               # the newest token is fed next round
+        drafter.accepted(draft, (keep - 1).clamp(min=0), active)
+        rounds.record(draft, tokens, keep, scores, logits)
+        # 5. stop: the criteria see the whole sequences once per round
+        done = criteria(sequences.aligned(), rounds.outputs.scores_so_far()) | (sequences.lengths >= max_length)
+        active = active & ~done
     drafter.finish()
-    if streamer is not None:
-        streamer.end()
-    stats.target_forwards = target.forwards
-    stats.draft_forwards = getattr(drafter, "forwards", 0)
-    result = sequences.padded(fill)
-    if not return_dict:
-        return result
-    return GenerateOutput(sequences=result,
-                          scores=tuple(scores_out) if scores_out is not None else None,
-                          logits=tuple(logits_out) if logits_out is not None else None,
-                          past_key_values=target.cache, trace={"speculation": stats})
+    return sequences

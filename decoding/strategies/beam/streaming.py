@@ -22,7 +22,7 @@ from typing import Any, Optional, TextIO
 
 import torch
 
-from ..strategies.beam import BeamStep
+from .search import BeamStep
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 
-from .generate import generate
+from .errors import ChatTemplateError  # noqa: F401 (raised here, importable from here)
+from .generation import generate
 
 #: New tokens a chat answer may take when no length is set anywhere (``generate``'s default of 20
 #: new tokens, the reference's, would cut most answers short).
@@ -49,10 +50,6 @@ END_OF_TURN_TOKENS: tuple[str, ...] = (
 )
 
 Messages = Union[str, Sequence[dict]]
-
-
-class ChatTemplateError(ValueError):
-    """The messages cannot be rendered by this tokenizer's chat template; the message says why and what to do."""
 
 
 @dataclass

@@ -21,10 +21,10 @@ from typing import Any, Optional
 import torch
 
 from .block_runner import has_sliding_layers, new_cache
-from ..config import GLOBAL_DEFAULTS, Settings
-from ..inputs import as_id_tensor
+from ...config import GLOBAL_DEFAULTS, Settings
+from ...inputs import as_id_tensor
 from .drafters import DraftModel, Drafter, EarlyExit, PromptLookup, draft_pipeline
-from ..processors import LogitsProcessor, LogitsProcessorList, PipelineContext
+from ...processors import LogitsProcessor, LogitsProcessorList, PipelineContext
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 

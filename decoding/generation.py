@@ -1,0 +1,169 @@
+"""``decoding.generate``: the drop-in replacement for ``model.generate``.
+
+It reads the arguments the way the reference reads them, checks them all before the first forward
+pass, builds the pieces of the data flow into one :class:`~decoding.strategies.call.PreparedCall`
+and hands it to one strategy from the table (:mod:`decoding.strategies.contract`), or to yours:
+
+    resolve -> check -> prepare -> dispatch -> result
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+
+from .config import resolve_settings
+from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
+from .processors import LogitsProcessorList, PipelineContext, build_pipeline
+from .processors.orders import check_order, reorder
+from .seeding import row_seeds
+from .stopping import build_stopping
+from .strategies.beam.run import check_beam_arguments
+from .strategies.call import PreparedCall
+from .strategies.contract import (STRATEGIES, mode, run_custom_generate, run_strategy, split_custom_keywords,
+                                  user_strategy)
+from .validation import (check_attention_mask, check_input_ids, check_not_yet_implemented,
+                         check_processor_inputs, check_settings, input_vocab_size)
+
+
+def _vocab_width(model: Any) -> Optional[int]:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    return int(weight.shape[0]) if weight is not None else input_vocab_size(model)
+
+
+@torch.no_grad()
+def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, attention_mask: Optional[torch.LongTensor] = None,
+             *, strategy: Any = None, custom_generate: Any = None, **kwargs: Any):
+    """Generate tokens exactly as ``model.generate(input_ids, attention_mask=..., **kwargs)`` would.
+
+    Args:
+        model: a ``transformers`` causal language model (put it in ``.eval()`` mode).
+        input_ids: ``[batch, prompt_len]`` int64, left-padded. None starts from ``[[bos_token_id]]``.
+        attention_mask: ``[batch, prompt_len]`` 0/1; inferred from ``pad_token_id`` when omitted.
+        strategy: your own decoding loop, ``strategy(call) -> GenerateOutput`` (docs/strategies.md);
+            it gets the resolved settings, pipeline, criteria, streamer and seeds of this call.
+        custom_generate: a callable written for ``model.generate(custom_generate=...)``; it is called
+            the way the reference calls it, and its result returned as it is.
+        **kwargs: every other argument of :func:`prepare_call`: ``generation_config``,
+            ``logits_processor``, ``stopping_criteria``, ``streamer``, ``tokenizer``,
+            ``assistant_model``, ``seed``, ``order``, ``output_beam_tree``, ..., and the
+            generation-config fields with the reference's names and defaults (``max_new_tokens``,
+            ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``, ``pad_token_id``,
+            ``num_return_sequences``, ``return_dict_in_generate``, ``output_scores``, ...). See docs/api.md.
+
+    Returns:
+        ``[batch * num_return_sequences, length]`` int64 (prompt plus new tokens), or a
+        :class:`decoding.GenerateOutput` when ``return_dict_in_generate=True``.
+
+    Raises:
+        ValueError / TypeError: bad input, before any forward pass; the message names the argument.
+        NotImplementedError: a knob of the reference this version does not implement.
+        GenerationInterrupted: an error or Ctrl-C during the loop; ``.partial`` keeps the tokens so far.
+    """
+    custom = split_custom_keywords(custom_generate, kwargs)
+    call = prepare_call(model, input_ids, attention_mask, **kwargs)
+    if custom_generate is not None:
+        return run_custom_generate(custom_generate, call, custom)
+    chosen = user_strategy(strategy) if strategy is not None else STRATEGIES[mode(call)]
+    out = run_strategy(chosen, call)
+    return out if call.return_dict else out.sequences
+
+
+def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None,
+                 attention_mask: Optional[torch.LongTensor] = None, *,
+                 generation_config: Any = None, logits_processor: Optional[Iterable[Callable]] = None,
+                 stopping_criteria: Optional[Iterable[Callable]] = None, streamer: Any = None, tokenizer: Any = None,
+                 prefix_allowed_tokens_fn: Optional[Callable] = None, assistant_model: Any = None,
+                 negative_prompt_ids: Optional[torch.LongTensor] = None,
+                 negative_prompt_attention_mask: Optional[torch.LongTensor] = None, past_key_values: Any = None,
+                 seed: Any = None, order: Any = None, output_beam_tree: bool = False,
+                 **kwargs: Any) -> PreparedCall:
+    """Resolve and check the arguments of :func:`generate` and build everything a strategy gets, without running the model.
+
+    ``generate`` and ``decoding.pipeline`` both go through here, so the pipeline one shows is the
+    one the other runs.
+
+    Args:
+        model, input_ids, attention_mask: as :func:`generate`.
+        generation_config: a ``transformers.GenerationConfig`` (or dict); keyword arguments override it.
+        logits_processor / stopping_criteria: extra processors / criteria, merged as the reference merges them.
+        streamer: ``put(ids)`` / ``end()`` (see :mod:`decoding.streaming`); with ``num_beams > 1`` also
+            a beam streamer (``on_step``; see :mod:`decoding.strategies.beam.streaming`).
+        tokenizer: the model's tokenizer; needed for ``stop_strings``.
+        prefix_allowed_tokens_fn, negative_prompt_ids, negative_prompt_attention_mask, assistant_model:
+            as the reference's arguments of those names.
+        seed: per-row random streams (an int, or one per row); see :mod:`decoding.seeding`.
+        order: the processor order: ``"hf"`` (default), ``"vllm"``, ``"llama.cpp"``, ``"mlx"`` or a list of names.
+        output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
+            tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.strategies.beam.tree`).
+        **kwargs: generation-config fields (docs/api.md).
+    """
+    settings = resolve_settings(model, generation_config, kwargs)
+    check_not_yet_implemented(settings, {
+        "prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "assistant_model": assistant_model,
+        "negative_prompt_ids": negative_prompt_ids, "past_key_values": past_key_values,
+        "negative_prompt_attention_mask": negative_prompt_attention_mask, "seed": seed, "order": order})
+    check_settings(settings)
+    check_order(order)
+    check_beam_arguments(settings, streamer, output_beam_tree, seed)
+
+    device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
+    eos, pad = special_tokens(settings, device)
+    if input_ids is None:
+        if settings.bos_token_id is None:
+            raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided; pass input_ids.")
+        input_ids = torch.tensor([[int(settings.bos_token_id)]], dtype=torch.long)
+    check_input_ids(input_ids, input_vocab_size(model))
+    input_ids = input_ids.long()
+    if attention_mask is None:
+        attention_mask = infer_attention_mask(input_ids, pad, eos)
+    else:
+        check_attention_mask(attention_mask, input_ids)
+    prompt_length = input_ids.shape[1]
+    max_length = resolve_max_length(settings, prompt_length, model)
+
+    rows_per_prompt = max(settings.num_beams, settings.num_return_sequences)
+    seeds = row_seeds(seed, input_ids.shape[0] * rows_per_prompt)
+    vocab_size = _vocab_width(model)
+    check_processor_inputs(settings, vocab_size, input_ids.shape[0], rows_per_prompt, prefix_allowed_tokens_fn,
+                           negative_prompt_ids, negative_prompt_attention_mask)
+    prompt_ids = input_ids
+    input_ids = expand_rows(input_ids, rows_per_prompt)
+    attention_mask = expand_rows(attention_mask, rows_per_prompt)
+
+    context = PipelineContext(vocab_size=vocab_size, prompt_length=prompt_length,
+                              eos_token_ids=eos, num_beams=settings.num_beams, device=device,
+                              max_length=max_length, prompt_ids=prompt_ids, attention_mask=attention_mask,
+                              model=model, use_cache=bool(settings.use_cache),
+                              prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                              negative_prompt_ids=negative_prompt_ids,
+                              negative_prompt_attention_mask=negative_prompt_attention_mask,
+                              seeds=seeds, tokenizer=tokenizer)
+    processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
+    criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
+                              stop_strings=settings.stop_strings, tokenizer=tokenizer)
+    return PreparedCall(model, settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length,
+                        seeds, streamer=streamer, assistant_model=assistant_model, tokenizer=tokenizer,
+                        output_beam_tree=output_beam_tree)
+
+
+def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, order: Any = "hf",
+             **kwargs: Any) -> LogitsProcessorList:
+    """The ordered processors ``generate(model, input_ids, order=order, **kwargs)`` would apply.
+
+    Built by the same code as ``generate`` (checks included), without running the model. Print it,
+    reorder it (it is a list), or pass it on as ``logits_processor=``.
+
+    Args:
+        model: the model ``generate`` would run.
+        input_ids: ``[batch, prompt_len]`` int64 (some processors depend on the prompt's length).
+        order: ``"hf"`` (default), ``"vllm"``, ``"llama.cpp"``, ``"mlx"`` or a list of names
+            (see :mod:`decoding.processors.orders`).
+        **kwargs: any other argument of :func:`generate` (``strategy`` and ``custom_generate``
+            included: they do not change the pipeline).
+    """
+    kwargs.pop("strategy", None)
+    split_custom_keywords(kwargs.pop("custom_generate", None), kwargs)
+    return prepare_call(model, input_ids, order=order, **kwargs).processors
