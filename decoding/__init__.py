@@ -1,44 +1,67 @@
 """decoding: a readable, exact and fast reimplementation of ``model.generate``.
 
-The drop-in door::
+The drop-in door (this top level)::
 
     import decoding
     out = decoding.generate(model, input_ids, attention_mask=mask, max_new_tokens=40,
                             do_sample=True, temperature=0.7, top_k=50, top_p=0.9)
 
-The research door: every box of the data flow is public (see docs/how-it-works.md).
+The research door is the sub-packages, each complete (docs/api.md, docs/research.md):
+
+- :mod:`decoding.strategies`: the strategy contract (``PreparedCall``, ``generate(strategy=...)``),
+  the loops, ``SequenceState``;
+- :mod:`decoding.processors`: every processor, the pipeline builder, the engine order presets;
+- :mod:`decoding.runner`: ``ModelRunner`` (prefill, step, row operations);
+- :mod:`decoding.stopping`, :mod:`decoding.streaming`, :mod:`decoding.seeding`, :mod:`decoding.config`.
 """
 
 from .comparison import Comparison, compare
-from .config import Settings, resolve_settings
-from .errors import GenerationInterrupted, UnknownArgumentError
+from .errors import ChatTemplateError, GenerationInterrupted, UnknownArgumentError
 from .generation import generate, pipeline
-from .inputs import left_pad
 from .outputs import GenerateOutput
-from .processors import (LogitsProcessor, LogitsProcessorList, PipelineContext, TemperatureLogitsWarper,
-                         TopKLogitsWarper, TopPLogitsWarper, build_pipeline)
-from .runner import ModelRunner
+from .processors import LogitsProcessor, LogitsProcessorList
 from .scores import compute_transition_scores
-from .stopping import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
-                       StoppingCriteriaList)
+from .stopping import StoppingCriteria, StoppingCriteriaList
+from .strategies.beam import BeamStreamer, BeamTextStreamer
+from .strategies.speculative import DraftModel, EarlyExit, PromptLookup
 from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
-from .strategies.beam import BeamStreamer, BeamTextStreamer, LiveBeam
-from .strategies.speculative import Draft, Drafter, DraftModel, EarlyExit, PromptLookup, SpeculationStats
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "generate", "pipeline", "compare", "Comparison", "GenerateOutput", "GenerationInterrupted", "Settings", "UnknownArgumentError",
-    "resolve_settings", "left_pad", "LogitsProcessor", "LogitsProcessorList", "PipelineContext",
-    "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "build_pipeline", "ModelRunner",
-    "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
-    "EosTokenCriteria", "BaseStreamer", "TextStreamer", "TextIteratorStreamer",
-    "BeamStreamer", "BeamTextStreamer", "LiveBeam", "compute_transition_scores",
-    "Draft", "Drafter", "DraftModel", "EarlyExit", "PromptLookup", "SpeculationStats",
+    "generate", "pipeline", "compare", "Comparison", "GenerateOutput", "compute_transition_scores",
+    "GenerationInterrupted", "UnknownArgumentError", "ChatTemplateError",
+    "LogitsProcessor", "LogitsProcessorList", "StoppingCriteria", "StoppingCriteriaList",
+    "BaseStreamer", "TextStreamer", "TextIteratorStreamer", "BeamStreamer", "BeamTextStreamer",
+    "DraftModel", "EarlyExit", "PromptLookup",
 ]
 
 # Loading, chat and memory (docs/loading.md, docs/chat.md); the command line is `python -m decoding`.
-from .conversation import ChatTemplateError, chat  # noqa: E402
+from .conversation import chat  # noqa: E402
 from .loading import LoadedModel, load, release  # noqa: E402
 
-__all__ += ["load", "LoadedModel", "release", "chat", "ChatTemplateError"]
+__all__ += ["load", "LoadedModel", "release", "chat"]
+
+# Names the top level exported before the research door moved them into their sub-packages; they keep
+# working for one release, with a DeprecationWarning that names the new place.
+_MOVED = {
+    "Settings": "decoding.config", "resolve_settings": "decoding.config", "left_pad": "decoding.inputs",
+    "PipelineContext": "decoding.processors", "build_pipeline": "decoding.processors",
+    "TemperatureLogitsWarper": "decoding.processors", "TopKLogitsWarper": "decoding.processors",
+    "TopPLogitsWarper": "decoding.processors", "ModelRunner": "decoding.runner",
+    "MaxLengthCriteria": "decoding.stopping", "MaxTimeCriteria": "decoding.stopping",
+    "EosTokenCriteria": "decoding.stopping", "LiveBeam": "decoding.strategies.beam",
+    "Draft": "decoding.strategies.speculative", "Drafter": "decoding.strategies.speculative",
+    "SpeculationStats": "decoding.strategies.speculative",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(f"decoding.{name} moved to {_MOVED[name]}.{name}; the top-level name goes in the next "
+                      "release.", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'decoding' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import decoding
 from decoding.strategies.beam import path, returned
+from decoding.inputs import left_pad
 
 config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
@@ -19,7 +20,7 @@ config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_
 torch.manual_seed(0)
 model = LlamaForCausalLM(config).eval()
 
-input_ids, attention_mask = decoding.left_pad([[1, 17, 42, 99], [1, 5]], pad_token_id=0)
+input_ids, attention_mask = left_pad([[1, 17, 42, 99], [1, 5]], pad_token_id=0)
 settings = dict(attention_mask=attention_mask, max_new_tokens=8, num_beams=3, num_return_sequences=2,
                 length_penalty=1.0, early_stopping=False, eos_token_id=[2, 7], pad_token_id=0)
 

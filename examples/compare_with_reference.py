@@ -9,6 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import decoding
+from decoding.inputs import left_pad
 
 config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
@@ -17,7 +18,7 @@ torch.manual_seed(0)
 model = LlamaForCausalLM(config).eval()  # eval(): dropout would draw from the sampling RNG
 
 # Two prompts of different lengths, left padded.
-input_ids, attention_mask = decoding.left_pad([[1, 17, 42, 99], [1, 5]], pad_token_id=0)
+input_ids, attention_mask = left_pad([[1, 17, 42, 99], [1, 5]], pad_token_id=0)
 settings = dict(max_new_tokens=12, do_sample=True, temperature=0.8, top_k=40, top_p=0.95,
                 return_dict_in_generate=True, output_scores=True)
 

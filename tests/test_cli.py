@@ -97,3 +97,20 @@ def test_generate_with_beams_compares_with_the_reference(builtin_dir, capsys):
     text, verdict = out.out.strip().splitlines()
     assert "Paris" in text
     assert verdict.startswith("compare with model.generate (seed 0): identical")
+
+
+def test_a_strategy_from_a_file_runs_and_compares_with_the_reference(builtin_dir, capsys):
+    status = cli.main(["generate", "What is the capital of France?", "--model", str(builtin_dir), "--strategy",
+                       str(ROOT / "examples" / "plain_greedy.py") + ":greedy", "--max-new-tokens", "12", "--compare"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    text, verdict = out.out.strip().splitlines()
+    assert text == "The capital of France is Paris."
+    assert verdict.startswith("compare with model.generate (seed 0): identical")
+
+
+@pytest.mark.parametrize("spec,error", [("nocolon", ValueError), ("json:no_such_function", ValueError),
+                                        ("missing/file.py:f", FileNotFoundError), ("no_such_module_x:f", ImportError)])
+def test_a_bad_strategy_spec_is_a_clear_error(spec, error):
+    with pytest.raises(error, match="strategy|no_such_module_x"):
+        cli.load_strategy(spec)
