@@ -11,7 +11,7 @@ One interface, three proposers:
 
 Each one :meth:`Drafter.propose` s up to ``limit[r]`` tokens for every row and is told by
 :meth:`Drafter.accepted` how many of them the target kept, so it can adjust its schedule.
-They follow ``transformers`` 5.23's candidate generators (``../shared/hf_generate.md`` section 9):
+They follow the candidate generators of ``transformers`` 5.23 (``generation/candidate_generator.py``):
 same number of tokens per round, same stopping rules, same random draws.
 """
 

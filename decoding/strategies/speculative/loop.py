@@ -2,7 +2,7 @@
 
 Each round (read top to bottom in :func:`speculative_decoding`):
 
-1. **propose**: the drafter proposes up to ``gamma`` tokens per row (:mod:`decoding.speculation`);
+1. **propose**: the drafter proposes up to ``gamma`` tokens per row (:mod:`.drafters`);
 2. **verify**: one target forward over ``[last token, drafts...]`` (the first round: the whole
    prompt and the drafts) gives ``gamma + 1`` next-token logits per row; the processors run on each
    position with the sequence as it would be at that position;
@@ -17,7 +17,7 @@ Each round (read top to bottom in :func:`speculative_decoding`):
 5. **stop**: the stopping criteria run once per round on the whole sequence.
 
 Every row accepts its own number of tokens: rows of different lengths share one cache, a row that
-kept fewer tokens than another gets masked holes (:mod:`decoding.speculation.block_runner`). With one row
+kept fewer tokens than another gets masked holes (:mod:`.block_runner`). With one row
 everything above is what ``model.generate(assistant_model=... | prompt_lookup_num_tokens=... |
 assistant_early_exit=...)`` does, random draws included; the reference refuses more than one row.
 See docs/speculative.md for why the acceptance rules are exact.
