@@ -40,6 +40,7 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
     """
 
     name = "no_repeat_ngram_size"
+    position_dependent = True      # reads n-grams from the row's first column on
 
     def __init__(self, ngram_size: int):
         self.ngram_size = _check_ngram_size(ngram_size, "no_repeat_ngram_size")
@@ -243,6 +244,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     """
 
     name = "begin_suppress_tokens"
+    position_dependent = True      # reads the row's length
 
     def __init__(self, begin_suppress_tokens: Sequence[int], begin_index: int,
                  device: Union[str, torch.device] = "cpu"):
@@ -273,6 +275,7 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
     """
 
     name = "prefix_allowed_tokens_fn"
+    position_dependent = True      # the user's function gets the whole row
 
     def __init__(self, prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list], num_beams: int):
         if not callable(prefix_allowed_tokens_fn):

@@ -47,6 +47,7 @@ class DRYLogitsProcessor(LogitsProcessor):
     """
 
     name = "dry_multiplier"
+    position_dependent = True      # reads where each row's padding ends, and the whole context
 
     def __init__(self, dry_multiplier: float, dry_base: float = 1.75, dry_allowed_length: int = 2,
                  dry_sequence_breakers: Iterable[int] = (), dry_penalty_last_n: int = -1,

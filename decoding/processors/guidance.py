@@ -44,6 +44,8 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
     """
 
     name = "guidance_scale"
+    one_call_per_step = True       # its negative sequence grows one token per call
+    runs_model = True              # with its own cache
 
     def __init__(self, guidance_scale: float, model: Any, unconditional_ids: Optional[torch.LongTensor] = None,
                  unconditional_attention_mask: Optional[torch.LongTensor] = None, use_cache: bool = True):

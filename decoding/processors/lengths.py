@@ -38,6 +38,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
     """
 
     name = "min_length"
+    position_dependent = True      # reads the row's length
 
     def __init__(self, min_length: int, eos_token_id: EosIds, device: Union[str, torch.device] = "cpu"):
         self.min_length = _check_length(min_length, "min_length")
@@ -59,6 +60,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     """
 
     name = "min_new_tokens"
+    position_dependent = True      # reads the row's length and where its prompt ends
 
     def __init__(self, prompt_length_to_skip: int, min_new_tokens: int, eos_token_id: EosIds,
                  device: Union[str, torch.device] = "cpu"):
@@ -82,6 +84,7 @@ class ForcedBOSTokenLogitsProcessor(LogitsProcessor):
     """
 
     name = "forced_bos_token_id"
+    position_dependent = True      # reads the row's length
 
     def __init__(self, bos_token_id: int):
         if not is_token_id(bos_token_id):
@@ -107,6 +110,7 @@ class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
     """
 
     name = "forced_eos_token_id"
+    position_dependent = True      # reads the row's length
 
     def __init__(self, max_length: int, eos_token_id: EosIds, device: Union[str, torch.device] = "cpu"):
         self.max_length = max_length
@@ -133,6 +137,7 @@ class ExponentialDecayLengthPenalty(LogitsProcessor):
     """
 
     name = "exponential_decay_length_penalty"
+    position_dependent = True      # reads the row's length
 
     def __init__(self, exponential_decay_length_penalty: tuple[int, float], eos_token_id: EosIds,
                  input_ids_seq_length: int):

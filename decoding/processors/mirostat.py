@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .base import LogitsProcessor
+from .base import LogitsProcessor, accept_missing
 
 _LN2 = math.log(2.0)
 
@@ -27,7 +27,8 @@ class MirostatV2LogitsWarper(LogitsProcessor):
 
     Stateful: :meth:`reset` forgets ``mu`` (it restarts at ``2 * tau``), :meth:`accept` updates it
     with tensor operations only (no host sync), :meth:`clone` gives an independent copy, and
-    :meth:`reorder` follows beam search's choice of parent rows (beam sampling).
+    :meth:`reorder` follows beam search's choice of parent rows (beam sampling). A call for a new
+    step before :meth:`accept` reported the last one raises (``model.generate`` never calls it).
 
     In llama.cpp mirostat replaces the rest of the sampler chain (temperature, then mirostat); here
     it is one warper among the others, applied after them in every order preset.
@@ -38,6 +39,8 @@ class MirostatV2LogitsWarper(LogitsProcessor):
     """
 
     name = "mirostat_tau"
+    stateful = True
+    follows_beams = True
 
     def __init__(self, mirostat_tau: float, mirostat_eta: float = 0.1):
         check_mirostat(mirostat_tau, mirostat_eta)
@@ -51,6 +54,8 @@ class MirostatV2LogitsWarper(LogitsProcessor):
         self._kept_logp = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._kept_logp is not None:                  # the last step's tokens were never accepted
+            raise accept_missing(self)
         if self.mu is None or self.mu.shape[0] != scores.shape[0]:
             self.mu = torch.full((scores.shape[0],), 2.0 * self.mirostat_tau, dtype=torch.float32, device=scores.device)
         logp = scores.log_softmax(dim=-1)

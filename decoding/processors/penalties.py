@@ -57,6 +57,11 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
             raise ValueError(f"`prompt_ignore_length` has to be an int >= 0, but is {prompt_ignore_length!r}.")
         self.prompt_ignore_length = prompt_ignore_length
 
+    @property
+    def position_dependent(self) -> bool:
+        """With ``prompt_ignore_length`` it reads where each row's history starts; without, only the row's tokens."""
+        return self.prompt_ignore_length is not None
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         vocab = scores.shape[-1]
         ignore = self.prompt_ignore_length

@@ -46,6 +46,7 @@ class PresencePenaltyLogitsProcessor(LogitsProcessor):
     """
 
     name = "presence_penalty"
+    position_dependent = True      # counts from where the prompt ends
 
     def __init__(self, presence_penalty: float, prompt_length: int):
         self.presence_penalty = check_penalty("presence_penalty", presence_penalty)
@@ -68,6 +69,7 @@ class FrequencyPenaltyLogitsProcessor(LogitsProcessor):
     """
 
     name = "frequency_penalty"
+    position_dependent = True      # counts from where the prompt ends
 
     def __init__(self, frequency_penalty: float, prompt_length: int):
         self.frequency_penalty = check_penalty("frequency_penalty", frequency_penalty)

@@ -127,6 +127,7 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
     """
 
     name = "watermarking_config"
+    one_call_per_step = True       # its context and history move one token per call
     multiplier = 6364136223846793005   # the PCG / Knuth MMIX linear congruential constants
     increment = 1
 

@@ -41,6 +41,7 @@ class XTCLogitsWarper(LogitsProcessor):
     """
 
     name = "xtc_probability"
+    position_reason = "with seed= keys each row's coin by its length"
 
     def __init__(self, xtc_probability: float, xtc_threshold: float = 0.1, min_tokens_to_keep: int = 1,
                  seeds: Optional[Sequence[int]] = None, prompt_length: int = 0):
@@ -50,6 +51,11 @@ class XTCLogitsWarper(LogitsProcessor):
         self.min_tokens_to_keep = int(min_tokens_to_keep)
         self.seeds = None if seeds is None else list(seeds)
         self.prompt_length = int(prompt_length)
+
+    @property
+    def position_dependent(self) -> bool:
+        """With ``seeds``, a row's coin is keyed by its step, read off the row's length."""
+        return self.seeds is not None
 
     def coins(self, input_ids: torch.LongTensor, rows: int, device: torch.device) -> torch.Tensor:
         """This step's ``u ~ U[0, 1)`` per row, ``[rows]`` float32."""

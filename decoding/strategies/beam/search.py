@@ -34,7 +34,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from ...processors import LogitsProcessor, LogitsProcessorList
+from ...processors import LogitsProcessorList
+from ...processors.base import capabilities
 from ...runner import ModelRunner
 from ...stopping import StoppingCriteriaList
 from ..state import StepOutputs
@@ -391,9 +392,8 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
     """
     if hasattr(processors, "reset"):
         processors.reset()
-    reorderable = [p for p in processors if callable(getattr(p, "reorder", None))]
-    accepting = [p for p in processors                          # the base class's no-op accept is skipped
-                 if callable(getattr(p, "accept", None)) and getattr(type(p), "accept", None) is not LogitsProcessor.accept]
+    reorderable = [p for p in processors if capabilities(p).follows_beams]
+    accepting = [p for p in processors if capabilities(p).stateful]
     state = state if state is not None else start(prompt_ids, config)
     top_n = torch.arange(config.candidates, device=prompt_ids.device)[None, :] < config.num_beams  # [1, K]
 

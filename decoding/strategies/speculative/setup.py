@@ -24,16 +24,11 @@ from .block_runner import has_sliding_layers, new_cache
 from ...config import GLOBAL_DEFAULTS, Settings
 from ...inputs import as_id_tensor
 from .drafters import DraftModel, Drafter, EarlyExit, PromptLookup, draft_pipeline
-from ...processors import LogitsProcessor, LogitsProcessorList, PipelineContext
+from ...processors import LogitsProcessorList, PipelineContext
+from ...processors.base import capabilities
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 
-# Processors that read a row's length or where its prompt ends. With several rows, rows of different
-# lengths reach the processors right-aligned in one tensor (decoding.speculation.ragged), so these would see
-# another length than plain decoding shows them: refused for rows > 1 to keep every row exact.
-POSITION_DEPENDENT = ("min_length", "min_new_tokens", "forced_eos_token_id", "exponential_decay_length_penalty",
-                      "begin_suppress_tokens", "no_repeat_ngram_size", "prefix_allowed_tokens_fn",
-                      "guidance_scale", "presence_penalty", "frequency_penalty", "dry_multiplier")
 SCHEDULE_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 
 
@@ -134,31 +129,38 @@ def check_speculation(settings: Settings, model: Any, assistant_model: Any, rows
 
 
 def _check_processors(processors: Any, rows: int, drafts_with_a_model: bool, seeded: bool = False) -> None:
-    """Refuse the processors speculation cannot apply exactly (messages name the processor and the fix)."""
+    """Refuse the processors speculation cannot apply exactly, from what each declares (see
+    ``LogitsProcessor``); messages name the processor and the fix.
+
+    With several rows, rows of different lengths reach the processors right-aligned in one tensor
+    (:mod:`.ragged`), so a processor that reads a row's length or prompt boundary would see another
+    length than plain decoding shows it.
+    """
     for processor in processors:
-        name = getattr(processor, "name", type(processor).__name__)
-        accept = getattr(type(processor), "accept", None)
-        if accept is not None and accept is not LogitsProcessor.accept:
+        name = getattr(processor, "name", None) or type(processor).__name__
+        declared = capabilities(processor)
+        if declared.stateful:
             raise NotImplementedError(
                 f"{name} ({type(processor).__name__}) keeps state through accept(), but speculative decoding "
                 "scores several positions per forward and takes some of them back; drop it or use plain "
                 "decoding.")
-        if name == "guidance_scale" and drafts_with_a_model:
+        if declared.runs_model and drafts_with_a_model:
             raise NotImplementedError(
-                "guidance_scale with a draft model or early exit: the draft would share the guidance "
-                "processor's own cache with the target (the reference fails with IndexError). Use "
-                "prompt_lookup_num_tokens or plain decoding.")
-        if rows > 1 and seeded and name == "xtc_probability":
+                f"{name} with a draft model or early exit: {name} ({type(processor).__name__}) runs the model "
+                "itself with its own cache, and the draft would share that cache with the target (the reference "
+                "fails with IndexError for guidance_scale). Use prompt_lookup_num_tokens or plain decoding.")
+        # with one unseeded row it is called as the reference calls it (once per verified position)
+        if declared.one_call_per_step and (rows > 1 or seeded):
+            where = f"over {rows} rows" if rows > 1 else "with seed="
             raise NotImplementedError(
-                f"xtc_probability with seed= keys each row's coin by its length, and with speculative decoding over "
-                f"{rows} rows the rows reach the processors right-aligned at different lengths; generate one "
-                "prompt at a time, or drop seed= or xtc_probability.")
-        if rows > 1 and (name in POSITION_DEPENDENT or (
-                name == "repetition_penalty" and getattr(processor, "prompt_ignore_length", None) is not None)):
+                f"{name} ({type(processor).__name__}) moves its own state one token per call, and speculative "
+                f"decoding calls it once per verified position, so {where} its tokens would not be those of plain "
+                f"decoding; generate one prompt at a time without seed=, or drop {name}.")
+        if rows > 1 and declared.position_dependent:
             raise NotImplementedError(
-                f"{name} depends on each row's length or prompt boundary, and with speculative decoding over "
-                f"{rows} rows the rows reach the processors right-aligned at different lengths; generate one "
-                f"prompt at a time, or drop {name}.")
+                f"{name} {declared.position_reason}, and with speculative decoding over {rows} rows the rows "
+                "reach the processors right-aligned at different lengths; generate one prompt at a time, or "
+                f"drop {name}.")
 
 
 def supports_early_exit(model: Any) -> bool:
