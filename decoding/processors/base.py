@@ -202,16 +202,21 @@ class LogitsProcessorList(list):
         return scores
 
     def reset(self) -> None:
-        """``reset()`` on every processor that has one (a stateless processor's does nothing)."""
+        """``reset()`` on every processor that has one (a stateless processor's does nothing).
+
+        It also notes which members are stateful, so that :meth:`accept`, called every step, does
+        not read the declarations again (edit the list before ``reset``, not between the steps).
+        """
         for processor in self:
             if callable(getattr(processor, "reset", None)):
                 processor.reset()
+        self._stateful = [p for p in self if capabilities(p).stateful]
 
     def accept(self, token_ids: torch.LongTensor) -> None:
         """``accept(token_ids)`` (``[rows]`` int64) on the processors that declare ``stateful``."""
-        for processor in self:
-            if capabilities(processor).stateful:
-                processor.accept(token_ids)
+        stateful = getattr(self, "_stateful", None)
+        for processor in stateful if stateful is not None else [p for p in self if capabilities(p).stateful]:
+            processor.accept(token_ids)
 
     def clone(self) -> "LogitsProcessorList":
         """An independent copy for forking a run: each processor's ``clone()``; one without it is
