@@ -375,10 +375,10 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         prompt_ids: ``[B * N, P]`` int64, each (left-padded) prompt repeated N times.
         processors: applied to the ``[B * N, V]`` float32 log-probs with the running sequences
             ``[B * N, length]`` (rows in the current beam order). ``reset()`` is called first.
-            After every step, a processor with ``reorder(beam_rows)`` is told which old row each
-            row now continues (``beam_rows``: ``[B * N]`` int32), then one with ``accept(tokens)``
-            gets the token each row just took (``[B * N]`` int64), so per-row state follows the
-            beams; see docs/beam-search.md, "Processors".
+            After every step, a processor that declares ``follows_beams`` is told which old row each
+            row now continues (``reorder(beam_rows)``, ``[B * N]`` int32), then one that declares
+            ``stateful`` gets the token each row just took (``accept(tokens)``, ``[B * N]`` int64), so
+            per-row state follows the beams; see docs/beam-search.md, "Processors".
         criteria: run on the ``B * K`` candidate sequences at every step.
         config: the beam knobs.
         outputs: collects scores / logits / attentions / hidden states per step, when asked for.
