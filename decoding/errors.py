@@ -22,6 +22,14 @@ class GenerationInterrupted(RuntimeError):
         self.partial = partial
 
 
+class ProcessorLifecycleError(RuntimeError):
+    """A stateful processor was called for a new step before ``accept()`` reported the last one's tokens.
+
+    It keeps state through ``accept()``, which ``model.generate`` never calls, so it would sample wrong
+    there: it fails loudly instead (run it with ``decoding.generate``, or drive ``reset`` / ``accept``).
+    """
+
+
 class UnknownArgumentError(TypeError, ValueError):
     """A keyword that `generate` does not know (usually a typo).
 

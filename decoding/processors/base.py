@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import torch
 
+from ..errors import ProcessorLifecycleError
+
 ProcessorFn = Callable[[torch.LongTensor, torch.FloatTensor], torch.FloatTensor]
 
 POSITION_REASON = "depends on each row's length or prompt boundary"
@@ -109,10 +111,10 @@ def copy_state(processor: Any) -> Any:
     return copy.deepcopy(processor, shared)
 
 
-def accept_missing(processor: Any) -> RuntimeError:
+def accept_missing(processor: Any) -> ProcessorLifecycleError:
     """The error a stateful processor raises when it is called for a new step before ``accept()``."""
     name = getattr(processor, "name", None) or type(processor).__name__
-    return RuntimeError(
+    return ProcessorLifecycleError(
         f"{name} ({type(processor).__name__}) was called for a new step before accept() reported the tokens of "
         "the last one. It keeps state through accept(), which model.generate never calls, so it would sample "
         "wrong there: run it with decoding.generate, or in a loop of your own call reset() before the first "
