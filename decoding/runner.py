@@ -17,8 +17,8 @@ rows; beam search's :meth:`~ModelRunner.reorder` is one case), :meth:`~ModelRunn
 ``k`` times, so one prefill serves ``k`` branches), :meth:`~ModelRunner.fork` (an independent copy)
 and :meth:`~ModelRunner.crop` (forget the last ``n`` positions).
 
-Buffers that follow the generation's length start small and double when full (:func:`widened`), so
-a huge ``max_length`` that is never reached costs nothing.
+Buffers that follow the generation's length start at what the prompt needs and double when full
+(:func:`widened`), so a huge ``max_length`` that is never reached costs nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +30,6 @@ from typing import Any, Optional
 import torch
 from transformers import DynamicCache
 
-# Columns a per-token buffer gets beyond the prompt before it first grows (then it doubles).
-FIRST_ROOM = 256
-
 
 def model_device(model: Any) -> torch.device:
     """The device the model's inputs go to (the first parameter's for a dispatched model)."""
@@ -40,12 +37,6 @@ def model_device(model: Any) -> torch.device:
     if isinstance(device, torch.device):
         return device
     return next(model.parameters()).device
-
-
-def first_width(needed: int, limit: int) -> int:
-    """The width to allocate first for a buffer that holds ``needed`` columns now and at most ``limit`` ever:
-    ``needed + FIRST_ROOM``, capped at ``limit`` (never below ``needed``)."""
-    return max(needed, min(limit, needed + FIRST_ROOM))
 
 
 def widened(buffer: torch.Tensor, needed: int, limit: int, fill: Any) -> torch.Tensor:
@@ -69,8 +60,8 @@ class ModelRunner:
         model: a ``transformers`` causal LM (anything whose forward takes ``input_ids``,
             ``attention_mask``, ``position_ids``, ``past_key_values``, ``use_cache``).
         attention_mask: ``[rows, prompt_len]`` 0/1 mask of the (expanded) prompt.
-        max_length: the longest the sequences are expected to get; the mask buffer starts small and
-            doubles up to it (stepping past it still works).
+        max_length: the longest the sequences are expected to get; the mask buffer starts at the
+            prompt's width and doubles up to it (stepping past it still works).
         use_cache: False re-feeds the whole sequence every step, as the reference does.
         output_device: where logits are returned (the device of ``input_ids``).
         cache: a cache to use instead of a new ``DynamicCache``.
@@ -88,16 +79,13 @@ class ModelRunner:
         self.use_cache = use_cache
         self.device = model_device(model)
         self.output_device = output_device or attention_mask.device
-        rows, prompt_len = attention_mask.shape
+        prompt_len = attention_mask.shape[1]
         self.max_length = max(max_length, prompt_len)
         self.prompt_length = prompt_len
         self.length = 0
         # The reference drops an all-ones mask (and never passes one afterwards).
         self.pass_mask = not bool((attention_mask == 1).all())
-        # [rows, width >= length]: the prompt's mask, then ones (one column per step)
-        self._mask = torch.ones(rows, first_width(prompt_len, self.max_length), dtype=attention_mask.dtype,
-                                device=self.device)
-        self._mask[:, :prompt_len] = attention_mask.to(self.device)
+        self._mask = attention_mask.to(self.device, copy=True)        # [rows, width >= length], grows
         self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)
         self._last_position = self._prompt_positions[:, -1:]
         self._tokens: Optional[torch.Tensor] = None  # all tokens, only kept when use_cache=False

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from decoding.runner import FIRST_ROOM, ModelRunner
+from decoding.runner import ModelRunner
 from tests.models import ARCHITECTURES, VOCAB, prompts, tiny_model
 
 TOLERANCE = dict(atol=2e-4, rtol=2e-4)
@@ -215,16 +215,21 @@ def test_row_operations_refuse_bad_arguments():
 
 
 def test_mask_buffer_grows_with_the_generation():
-    """The mask buffer starts at the prompt plus FIRST_ROOM columns, whatever max_length says, and doubles."""
+    """The mask buffer starts at the prompt's width, whatever max_length says, and doubles when full."""
     model = tiny_model("llama")
     ids, mask = prompts(2, 0)
+    prompt_length = ids.shape[1]
     runner = ModelRunner(model, mask, 10**8)
-    assert runner._mask.shape[1] == ids.shape[1] + FIRST_ROOM
+    widths = [runner._mask.shape[1]]
     with torch.no_grad():
         runner.prefill(ids)
-        for _ in range(FIRST_ROOM + 1):
+        for _ in range(3 * prompt_length):
             runner.step(torch.full((2,), 5))
-    assert runner._mask.shape[1] == 2 * (ids.shape[1] + FIRST_ROOM)
-    assert torch.equal(runner.attention_mask, torch.cat([mask, torch.ones(2, FIRST_ROOM + 1, dtype=torch.long)], 1))
-    small = ModelRunner(model, mask, ids.shape[1] + 5)
-    assert small._mask.shape[1] == ids.shape[1] + 5
+            widths.append(runner._mask.shape[1])
+    assert sorted(set(widths)) == [prompt_length, 2 * prompt_length, 4 * prompt_length]
+    assert torch.equal(runner.attention_mask, torch.cat([mask, torch.ones(2, 3 * prompt_length, dtype=torch.long)], 1))
+    capped = ModelRunner(model, mask, prompt_length + 3)
+    with torch.no_grad():
+        capped.prefill(ids)
+        capped.step(torch.full((2,), 5))
+    assert capped._mask.shape[1] == prompt_length + 3          # doubling stops at max_length
