@@ -206,7 +206,7 @@ class ModelRunner:
 
         Sliding-window layers keep only their window; once a row is longer than the window they
         can be cropped only with ``croppable=True``, and then by at most the tokens fed since the
-        previous crop (the layer keeps no more than that).
+        previous crop (before the first crop, everything since the prefill is kept).
         """
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < self.length:
             raise ValueError(f"crop(n) needs an integer 0 <= n < {self.length} (the current length, after "

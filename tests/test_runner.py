@@ -233,3 +233,34 @@ def test_mask_buffer_grows_with_the_generation():
         capped.prefill(ids)
         capped.step(torch.full((2,), 5))
     assert capped._mask.shape[1] == prompt_length + 3          # doubling stops at max_length
+
+
+class OwnReorder(torch.nn.Module):
+    """A model with its own ``_reorder_cache`` (as some older transformers models have): the runner must use it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, []
+
+    def forward(self, **kwargs):
+        return self.inner(**kwargs)
+
+    def _reorder_cache(self, cache, rows):
+        self.calls.append(rows.tolist())
+        cache.reorder_cache(rows)
+        return cache
+
+
+def test_a_model_s_own_reorder_cache_is_used():
+    model = OwnReorder(tiny_model("llama"))
+    ids, mask = prompts(2, 7)
+    runner, shadow = ModelRunner(model, mask, ids.shape[1] + 8), Shadow(ids, mask)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        runner.prefill(ids)
+    runner.repeat(2)
+    shadow.repeat(2)
+    runner.select(torch.tensor([3, 0]))
+    shadow.select(torch.tensor([3, 0]))
+    assert model.calls == [[0, 0, 1, 1], [3, 0]]
+    check_next_step(model, runner, shadow, generator)
