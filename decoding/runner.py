@@ -1,6 +1,6 @@
 """The model runner: prefill, then one decode step at a time, through ``model.forward`` and a KV cache.
 
-It sends exactly what the reference sends (``../shared/hf_generate.md`` sections 0 and 6):
+It sends exactly what the reference sends:
 
 - prefill: the whole left-padded prompt, ``position_ids = cumsum(mask) - 1`` with pads at 0;
 - each step: one token per row, ``position_ids = last + 1``, the mask grown by a column of ones
@@ -10,10 +10,20 @@ It sends exactly what the reference sends (``../shared/hf_generate.md`` sections
 
 Logits come back as a float32 copy of the last position, ``[rows, vocab]``, on the device of the
 caller's ``input_ids`` (where all bookkeeping runs, as in the reference).
+
+Between forwards, four row operations keep the cache, the mask, the positions (and, without a
+cache, the token history) consistent with each other: :meth:`ModelRunner.select` (keep or reorder
+rows; beam search's :meth:`~ModelRunner.reorder` is one case), :meth:`~ModelRunner.repeat` (each row
+``k`` times, so one prefill serves ``k`` branches), :meth:`~ModelRunner.fork` (an independent copy)
+and :meth:`~ModelRunner.crop` (forget the last ``n`` positions).
+
+Buffers that follow the generation's length start at what the prompt needs and double when full
+(:func:`widened`), so a huge ``max_length`` that is never reached costs nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Optional
 
@@ -29,6 +39,20 @@ def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def widened(buffer: torch.Tensor, needed: int, limit: int, fill: Any) -> torch.Tensor:
+    """``buffer`` itself when its last dimension holds ``needed`` columns, else a wider copy.
+
+    The copy is twice as wide (amortised O(1) per appended column), capped at ``limit`` (the
+    ``max_length`` the buffer can reach) but never narrower than ``needed``; new columns hold ``fill``.
+    """
+    width = buffer.shape[-1]
+    if needed <= width:
+        return buffer
+    grown = buffer.new_full((*buffer.shape[:-1], max(needed, min(2 * width, limit))), fill)
+    grown[..., :width] = buffer
+    return grown
+
+
 class ModelRunner:
     """Owns the KV cache, the attention mask and the position ids of one generation.
 
@@ -36,27 +60,32 @@ class ModelRunner:
         model: a ``transformers`` causal LM (anything whose forward takes ``input_ids``,
             ``attention_mask``, ``position_ids``, ``past_key_values``, ``use_cache``).
         attention_mask: ``[rows, prompt_len]`` 0/1 mask of the (expanded) prompt.
-        max_length: the longest the sequences can get (sizes the mask buffer).
+        max_length: the longest the sequences are expected to get; the mask buffer starts at the
+            prompt's width and doubles up to it (stepping past it still works).
         use_cache: False re-feeds the whole sequence every step, as the reference does.
         output_device: where logits are returned (the device of ``input_ids``).
+        cache: a cache to use instead of a new ``DynamicCache``.
         output_attentions / output_hidden_states: ask the model for them; the latest forward's
             output stays in ``last_output``.
+        croppable: keep the whole history of sliding-window layers until the next :meth:`crop`, so
+            that :meth:`crop` works once a row is longer than the window (costs that memory).
     """
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, max_length: int,
                  use_cache: bool = True, output_device: Optional[torch.device] = None,
-                 cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False):
+                 cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False,
+                 croppable: bool = False):
         self.model = model
         self.use_cache = use_cache
         self.device = model_device(model)
         self.output_device = output_device or attention_mask.device
-        rows, prompt_len = attention_mask.shape
+        prompt_len = attention_mask.shape[1]
+        self.max_length = max(max_length, prompt_len)
+        self.prompt_length = prompt_len
         self.length = 0
         # The reference drops an all-ones mask (and never passes one afterwards).
         self.pass_mask = not bool((attention_mask == 1).all())
-        self._mask = torch.ones(rows, max(max_length, prompt_len), dtype=attention_mask.dtype,
-                                device=self.device)
-        self._mask[:, :prompt_len] = attention_mask.to(self.device)
+        self._mask = attention_mask.to(self.device, copy=True)        # [rows, width >= length], grows
         self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)
         self._last_position = self._prompt_positions[:, -1:]
         self._tokens: Optional[torch.Tensor] = None  # all tokens, only kept when use_cache=False
@@ -73,6 +102,12 @@ class ModelRunner:
             self.cache = DynamicCache(config=config)
         else:
             self.cache = None
+        if croppable and self.cache is not None and hasattr(self.cache, "activate_past_recording"):
+            self.cache.activate_past_recording()
+
+    @property
+    def rows(self) -> int:
+        return self._mask.shape[0]
 
     @property
     def attention_mask(self) -> Optional[torch.Tensor]:
@@ -103,6 +138,7 @@ class ModelRunner:
     def step(self, tokens: torch.LongTensor, **extra: Any) -> torch.FloatTensor:
         """Feed one token per row (``[rows]`` int64); returns the next ``[rows, vocab]`` float32 logits."""
         self.length += 1
+        self._mask = widened(self._mask, self.length, self.max_length, 1)
         self._last_position = self._last_position + 1
         ids = tokens.to(self.device)[:, None]
         if self.use_cache:
@@ -112,19 +148,99 @@ class ModelRunner:
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         return self._forward(self._tokens, positions, **extra)
 
-    def reorder(self, beam_rows: torch.Tensor) -> None:
-        """Make row ``r`` continue the history of row ``beam_rows[r]`` (beam search).
+    # -----------------------------------------------------------------------------------------
+    # Row operations. Each keeps cache, mask, positions and (without a cache) tokens in step.
+    # -----------------------------------------------------------------------------------------
 
-        ``beam_rows``: ``[rows]`` int32 or int64. The KV cache is index-selected along its batch
-        dimension (``cache.reorder_cache``, or the model's own ``_reorder_cache`` where it has one, as
-        the reference does); without a cache, the token history is. The attention mask and the
-        position ids are left as they are: they are per row and equal for the rows of one prompt,
-        and beam search only moves rows within a prompt (``beam_rows[r]`` is always a row of the
-        same prompt as ``r``).
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the rows ``rows`` (``[k]`` int32 or int64), in that order: new row ``i`` continues old
+        row ``rows[i]``. ``k`` may differ from the current row count, and a row may appear twice.
+
+        The cache goes through the model's own ``_reorder_cache`` where it has one (as the reference
+        does in beam search), else ``cache.reorder_cache``: an ``index_select`` along the batch that
+        every transformers cache layer implements, quantized and linear-attention ones included
+        (``batch_select_indices`` would move only part of their state).
         """
-        if not self.use_cache:
-            self._tokens = self._tokens.index_select(0, beam_rows.to(self.device))
-        elif hasattr(self.model, "_reorder_cache"):
-            self.cache = self.model._reorder_cache(self.cache, beam_rows.to(self.device))
+        rows = rows.to(device=self.device, dtype=torch.long)
+        if self.use_cache:
+            if hasattr(self.model, "_reorder_cache"):
+                self.cache = self.model._reorder_cache(self.cache, rows)
+            else:
+                self.cache.reorder_cache(rows)
+        elif self._tokens is not None:
+            self._tokens = self._tokens.index_select(0, rows)
+        self._mask = self._mask.index_select(0, rows)
+        self._prompt_positions = self._prompt_positions.index_select(0, rows)
+        self._last_position = self._last_position.index_select(0, rows)
+
+    def reorder(self, beam_rows: torch.Tensor) -> None:
+        """Make row ``r`` continue the history of row ``beam_rows[r]`` (beam search): :meth:`select`
+        with as many rows as before. ``beam_rows``: ``[rows]`` int32 or int64."""
+        self.select(beam_rows)
+
+    def repeat(self, k: int) -> None:
+        """Repeat each row ``k`` times in place: rows ``r0, r0, .., r1, r1, ..`` (like ``repeat_interleave``),
+        so that one prefill serves ``k`` continuations of every prompt."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"repeat(k) needs an integer k >= 1, got {k!r}.")
+        self.select(torch.arange(self.rows, device=self.device).repeat_interleave(k))
+
+    def fork(self) -> "ModelRunner":
+        """An independent copy: its own cache tensors, mask, positions and tokens, the same model.
+
+        Stepping, selecting or cropping either one leaves the other as it was. The cache is copied
+        whole (``copy.deepcopy``), so a fork costs one cache's memory.
+        """
+        twin = copy.copy(self)
+        twin.cache = copy.deepcopy(self.cache)
+        twin._extra = dict(self._extra)
+        twin._mask = self._mask.clone()
+        twin._prompt_positions = self._prompt_positions.clone()
+        twin._last_position = self._last_position.clone()
+        twin._tokens = self._tokens.clone() if self._tokens is not None else None
+        return twin
+
+    def crop(self, n: int) -> None:
+        """Forget the last ``n`` positions of every row (``0 <= n < length``): the next :meth:`step`
+        continues as if they had never been fed. The cache goes through ``cache.crop(-n)``.
+
+        Sliding-window layers keep only their window; once a row is longer than the window they
+        can be cropped only with ``croppable=True``, and then by at most the tokens fed since the
+        previous crop (before the first crop, everything since the prefill is kept).
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < self.length:
+            raise ValueError(f"crop(n) needs an integer 0 <= n < {self.length} (the current length, after "
+                             f"prefill; at least one position must stay), got {n!r}.")
+        if n == 0:
+            return
+        if self.use_cache:
+            self._check_sliding_crop(n)
+            self.cache.crop(-n)
+        elif self._tokens is not None:
+            self._tokens = self._tokens[:, :self.length - n]
+        old, self.length = self.length, self.length - n
+        # the dropped columns may be prompt columns (0 for padding); what is fed next is always real
+        self._mask[:, self.length:old] = 1
+        if self.length > self.prompt_length:
+            self._last_position = self._last_position - n
         else:
-            self.cache.reorder_cache(beam_rows)
+            self._last_position = self._prompt_positions[:, self.length - 1:self.length]
+
+    def _check_sliding_crop(self, n: int) -> None:
+        """Refuse a crop that a sliding-window layer cannot undo (it has dropped the keys it would need)."""
+        for layer in getattr(self.cache, "layers", []):
+            window = getattr(layer, "sliding_window", None)
+            if not getattr(layer, "is_sliding", False) or window is None or not getattr(layer, "is_initialized", False):
+                continue
+            seen, kept = layer.get_seq_length(), layer.keys.shape[-2]
+            if seen < window:
+                continue                             # the window was never full: nothing was dropped yet
+            if not getattr(layer, "record_past", False):
+                raise ValueError(
+                    f"crop({n}): the model has sliding-window layers (window {window}) and the rows are longer "
+                    "than the window, so the cache no longer holds what cropping needs. Create the runner "
+                    "with croppable=True to keep it.")
+            if kept - n < min(seen - n, window - 1):
+                raise ValueError(
+                    f"crop({n}): a sliding-window layer (window {window}) keeps only the tokens fed since the "
+                    f"last crop plus its window: crop at most {kept - window + 1} token(s) here.")

@@ -102,7 +102,7 @@ class PreparedCall:
         state = SequenceState(prompt_ids, self.criteria, self.pad, self.streamer,
                               output_scores=self.wants("scores"), output_logits=self.wants("logits"),
                               output_attentions=self.wants("attentions"),
-                              output_hidden_states=self.wants("hidden_states"), capacity=self.max_length)
+                              output_hidden_states=self.wants("hidden_states"), capacity=self.prompt_length + 1)
         self.keep_partial(lambda: state.sequences.clone())
         return state
 

@@ -57,7 +57,8 @@ class SequenceState(StepOutputs):
             has an ``eos_token_id`` (the reference's rule).
         streamer: gets the prompt now, each step's tokens in ``append``, and ``end()`` in ``finish``.
         output_scores / output_logits: record the processed scores / raw logits of every step.
-        capacity: initial width of the token buffer (it grows if needed).
+        capacity: initial width of the token buffer; it doubles whenever it is full, so memory follows
+            the tokens generated, never ``max_length``.
     """
 
     def __init__(self, prompt_ids: torch.LongTensor, criteria: StoppingCriteriaList,

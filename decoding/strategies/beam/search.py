@@ -24,7 +24,9 @@ explains every rule with its formula; ``../shared/hf_generate.md`` section 4 is 
 behaviour this reproduces (scores, ties and the ``-1e9`` "impossible" markers included).
 
 Shapes: ``B`` prompts, ``N`` beams, ``K`` candidates, ``V`` vocabulary, ``P`` padded prompt length,
-``L`` = ``max_length``. Flat rows are ``b * N + j`` (the order of the expanded prompt).
+``W`` the width of the sequence buffers: at least ``length + 1`` during a step, doubled by
+:func:`make_room` when a step would not fit, never past ``L`` = ``max_length``. Flat rows are
+``b * N + j`` (the order of the expanded prompt).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 
 from ...processors import LogitsProcessorList
 from ...processors.base import capabilities
-from ...runner import ModelRunner
+from ...runner import ModelRunner, widened
 from ...stopping import StoppingCriteriaList
 from ..state import StepOutputs
 
@@ -97,15 +99,15 @@ class BeamState:
     Attributes:
         prompt_length: P.
         length: the current length of the running sequences, prompt included.
-        running_ids: ``[B, N, L]`` int64, prompt + tokens of the running beams; ``fill_value`` beyond ``length``.
+        running_ids: ``[B, N, W]`` int64, prompt + tokens of the running beams; ``fill_value`` beyond ``length``.
         running_scores: ``[B, N]`` float32, the sum of each running beam's processed log-probs.
             Before the first step: ``[0, -1e9, ..., -1e9]`` (all beams are the same prompt; only
             the first may be extended, or the first step would pick the same token N times).
-        running_parents: ``[B, N, L - P]`` int32, the flat row each step's token was chosen from
+        running_parents: ``[B, N, W - P]`` int32, the flat row each step's token was chosen from
             (the reference's ``beam_indices``), -1 for steps not taken yet.
-        finished_ids: ``[B, N, L]`` int64, the finished hypotheses, best first.
+        finished_ids: ``[B, N, W]`` int64, the finished hypotheses, best first.
         finished_scores: ``[B, N]`` float32, their length-normalised scores; -1e9 for empty places.
-        finished_parents: ``[B, N, L - P]`` int32, as ``running_parents``.
+        finished_parents: ``[B, N, W - P]`` int32, as ``running_parents``.
         is_finished: ``[B, N]`` bool, which places hold a finished hypothesis.
         can_improve: ``[B, 1]`` bool, the early-stopping rule's verdict per prompt: False once no
             running beam can beat the worst finished hypothesis (it never turns True again).
@@ -141,8 +143,8 @@ class Candidates:
         scores: running score of the parent + the token's log-prob (float32).
         parents: the parent's beam slot ``j`` in ``0..N-1`` (int64).
         tokens: the token id (int64).
-        ids: ``[B, K, L]`` the candidate sequences (the parent's ids with ``tokens`` at ``length``).
-        beam_indices: ``[B, K, L - P]`` int32, the parent's ``running_parents`` plus this step's flat row.
+        ids: ``[B, K, W]`` the candidate sequences (the parent's ids with ``tokens`` at ``length``).
+        beam_indices: ``[B, K, W - P]`` int32, the parent's ``running_parents`` plus this step's flat row.
         finished: bool, a stopping criterion fired on the candidate sequence.
     """
 
@@ -203,16 +205,19 @@ class BeamResult:
 # ---------------------------------------------------------------------------------------------
 
 def start(prompt_ids: torch.LongTensor, config: BeamConfig) -> BeamState:
-    """The state before the first step. ``prompt_ids``: ``[B * N, P]``, each prompt repeated N times."""
+    """The state before the first step. ``prompt_ids``: ``[B * N, P]``, each prompt repeated N times.
+
+    The sequence buffers start with room for the first token (``W = P + 1``); :func:`make_room` widens them.
+    """
     rows, prompt_length = prompt_ids.shape
     beams = config.num_beams
     batch = rows // beams
     device = prompt_ids.device
-    running_ids = torch.full((batch, beams, config.max_length), config.fill_value, dtype=torch.long, device=device)
+    running_ids = torch.full((batch, beams, prompt_length + 1), config.fill_value, dtype=torch.long, device=device)
     running_ids[:, :, :prompt_length] = prompt_ids.view(batch, beams, prompt_length)
     running_scores = torch.zeros((batch, beams), dtype=torch.float32, device=device)
     running_scores[:, 1:] = IMPOSSIBLE
-    parents = torch.full((batch, beams, config.max_length - prompt_length), -1, dtype=torch.int32, device=device)
+    parents = torch.full((batch, beams, 1), -1, dtype=torch.int32, device=device)
     return BeamState(
         prompt_length=prompt_length, length=prompt_length,
         running_ids=running_ids, running_scores=running_scores, running_parents=parents,
@@ -221,6 +226,19 @@ def start(prompt_ids: torch.LongTensor, config: BeamConfig) -> BeamState:
         finished_parents=parents.clone(),
         is_finished=torch.zeros((batch, beams), dtype=torch.bool, device=device),
         can_improve=torch.ones((batch, 1), dtype=torch.bool, device=device))
+
+
+def make_room(state: BeamState, config: BeamConfig) -> None:
+    """Widen the sequence buffers (doubling, never past ``max_length``) when this step's token would not fit.
+
+    New columns hold what unwritten columns always hold: ``fill_value`` in the ids, -1 in the parents.
+    """
+    width, steps = state.length + 1, state.step + 1                     # what this step needs
+    limit, step_limit = config.max_length, config.max_length - state.prompt_length
+    state.running_ids = widened(state.running_ids, width, limit, config.fill_value)
+    state.finished_ids = widened(state.finished_ids, width, limit, config.fill_value)
+    state.running_parents = widened(state.running_parents, steps, step_limit, -1)
+    state.finished_parents = widened(state.finished_parents, steps, step_limit, -1)
 
 
 def accumulate(log_probs: torch.FloatTensor, state: BeamState) -> torch.FloatTensor:
@@ -249,7 +267,7 @@ def pick_candidates(totals: torch.FloatTensor, state: BeamState, config: BeamCon
     vocab = totals.shape[-1] // beams
     parents, tokens = flat_index // vocab, flat_index % vocab
 
-    ids = torch.take_along_dim(state.running_ids, parents[:, :, None], dim=1)            # [B, K, L]
+    ids = torch.take_along_dim(state.running_ids, parents[:, :, None], dim=1)            # [B, K, W]
     ids[:, :, state.length] = tokens
     beam_indices = torch.take_along_dim(state.running_parents, parents[:, :, None], dim=1)
     first_row = torch.arange(parents.shape[0], device=parents.device)[:, None] * beams
@@ -352,8 +370,8 @@ def search_is_over(state: BeamState, finished: torch.BoolTensor, config: BeamCon
 
 def best_hypotheses(state: BeamState, num_return_sequences: int) -> BeamResult:
     """The first ``num_return_sequences`` finished hypotheses of each prompt, cut to the longest one."""
-    batch, beams, max_length = state.finished_ids.shape
-    sequences = state.finished_ids[:, :num_return_sequences].reshape(batch * num_return_sequences, max_length)
+    batch, beams, width = state.finished_ids.shape
+    sequences = state.finished_ids[:, :num_return_sequences].reshape(batch * num_return_sequences, width)
     scores = state.finished_scores[:, :num_return_sequences].reshape(-1)
     beam_indices = state.finished_parents[:, :num_return_sequences].reshape(batch * num_return_sequences, -1)
     generated = int((beam_indices >= 0).sum(dim=1).max())
@@ -405,7 +423,8 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         if outputs is not None:
             outputs.record(logits, log_probs, runner.last_output)
 
-        # 2-3. Accumulate and pick K candidates per prompt.
+        # 2-3. Accumulate and pick K candidates per prompt (in buffers wide enough for one more token).
+        make_room(state, config)
         candidates = pick_candidates(accumulate(log_probs, state), state, config)
 
         # 4. Which candidates are finished.

@@ -2,30 +2,35 @@
 of tokens per row).
 
 Row ``r`` is ``buffer[r, :lengths[r]]``: the left-padded prompt (``prompt_len`` columns, shared by
-all rows) followed by the row's generated tokens. With one row this is just ``[1, length]``.
+all rows) followed by the row's generated tokens. With one row this is just ``[1, length]``. The
+buffer starts with room for the prompt and doubles when a round might not fit.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ...runner import widened
+
 
 class RaggedSequences:
-    """``buffer [rows, capacity]`` int64 plus ``lengths [rows]`` int64.
+    """``buffer [rows, width]`` int64 plus ``lengths [rows]`` int64; the last column is a spare one.
 
     Args:
         prompt_ids: ``[rows, prompt_len]`` int64, left-padded.
-        capacity: the longest a row can get (``max_length``).
+        capacity: the longest a row can get (``max_length``); the buffer never doubles past it.
         fill: the id written in unused columns (the pad id, or 0).
     """
 
     def __init__(self, prompt_ids: torch.LongTensor, capacity: int, fill: int = 0):
         rows, prompt_len = prompt_ids.shape
-        self.buffer = prompt_ids.new_full((rows, max(capacity, prompt_len) + 1), fill)
+        self.buffer = prompt_ids.new_full((rows, prompt_len + 1), fill)
         self.buffer[:, :prompt_len] = prompt_ids
         self.lengths = torch.full((rows,), prompt_len, dtype=torch.long, device=prompt_ids.device)
         self.prompt_length = prompt_len
+        self.capacity = max(capacity, prompt_len)
         self.fill = fill
+        self._longest = prompt_len      # >= every row's length, known without reading lengths from the device
 
     @property
     def rows(self) -> int:
@@ -71,12 +76,20 @@ class RaggedSequences:
         m = tokens.shape[1]
         if m == 0:
             return
+        self._make_room(m)
         column = self.lengths[:, None] + torch.arange(m, device=tokens.device)
         write = torch.arange(m, device=tokens.device)[None, :] < counts[:, None]
         column = torch.where(write, column, self.buffer.shape[1] - 1)   # the spare last column absorbs the rest
         self.buffer.scatter_(1, column, torch.where(write, tokens, self.buffer.gather(1, column)))
         self.buffer[:, -1] = self.fill
         self.lengths = self.lengths + counts
+
+    def _make_room(self, m: int) -> None:
+        """Widen the buffer (doubling) so that every row can take ``m`` more tokens before the spare column."""
+        if self._longest + m >= self.buffer.shape[1]:
+            self._longest = int(self.lengths.max())      # the bound says "maybe full": read the real lengths once
+            self.buffer = widened(self.buffer, self._longest + m + 1, self.capacity + 1, self.fill)
+        self._longest += m
 
     def padded(self, pad: int) -> torch.LongTensor:
         """``[rows, longest]``: each row left-aligned (prompt first) and right-padded with ``pad``."""
