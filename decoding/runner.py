@@ -114,7 +114,9 @@ class ModelRunner:
         """The mask the next forward sees, ``[rows, length]``, or None when it is all ones."""
         return self._mask[:, :self.length] if self.pass_mask else None
 
+    @torch.no_grad()
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, **extra: Any) -> torch.Tensor:
+        """One forward; no autograd graph is recorded (decoding never needs gradients)."""
         kwargs = dict(self._extra)
         kwargs.update(extra)
         if self.use_cache:
