@@ -43,7 +43,7 @@ _REFERENCE_KNOBS = (
     Knob("min_new_tokens", LENGTH, "eos is held back while fewer new tokens were generated", type=int,
          check=integer("has to be an integer >= 0", 0)),
     Knob("max_time", LENGTH, "seconds after which every row stops", type=float,
-         check=positive("must be a positive number of seconds", finite=False)),
+         check=positive("must be a positive number of seconds", finite=False, values="> 0 (seconds)")),
     Knob("stop_strings", LENGTH, "stop a row once its text ends with one of these strings (needs tokenizer=)",
          type=str, multi=True, values="a string or a list of strings", metavar="TEXT"),
     Knob("early_stopping", LENGTH, "beams: when the search stops (docs/beam-search.md)", default=False,
@@ -101,9 +101,9 @@ _REFERENCE_KNOBS = (
          "length: (start, factor)", check=check_exponential_decay_value,
          values="(start: int >= 0, factor: > 0)"),
     Knob("remove_invalid_values", PROCESSORS, "replace nan and inf scores by finite ones", default=False,
-         type=bool, check=check_bool),
+         type=bool, check=check_bool, values="True, False"),
     Knob("renormalize_logits", PROCESSORS, "log-softmax the scores after every processor (last)", default=False,
-         type=bool, check=check_bool),
+         type=bool, check=check_bool, values="True, False"),
     Knob("guidance_scale", PROCESSORS, "classifier-free guidance with the negative prompt (1: off)", type=float,
          check=check_guidance, values=">= 0, finite"),
     Knob("watermarking_config", PROCESSORS, "a WatermarkingConfig or SynthIDTextWatermarkingConfig (or dict)",
@@ -195,6 +195,7 @@ class Refused:
             refused when the value comes from ``model.generation_config`` (a checkpoint may carry
             ``cache_implementation="hybrid"``: tokens are the same, so it is ignored there).
         off: other values that leave it off (``False`` for a switch whose default is ``None``).
+        config_field: whether it is a ``GenerationConfig`` field (else an argument of ``generate``).
     """
 
     name: str
@@ -202,6 +203,7 @@ class Refused:
     what: str
     changes_tokens: bool
     off: tuple = ()
+    config_field: bool = True
 
     def is_off(self, value: Any) -> bool:
         """True when ``value`` asks for nothing: None, the default, an ``off`` value or an empty container."""
@@ -236,25 +238,26 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("use_mtp", None, "speculation with the model's multi-token-prediction heads", True, off=(False,)),
     Refused("speculation_type", None, "another kind of speculation (DFlash)", True),
     Refused("assistant_ensemble_weight", None, "lossy ensemble verification in speculative decoding", True),
-    Refused("assistant_tokenizer", None, _UAD, True),
+    Refused("assistant_tokenizer", None, _UAD, True, config_field=False),
     Refused("assistant_lookbehind", 10, _UAD, False),
     Refused("target_lookbehind", 10, _UAD, False),
-    Refused("inputs_embeds", None, "a prompt given as embeddings", True),
-    Refused("past_key_values", None, "continuing from a cache passed in", True),
+    Refused("inputs_embeds", None, "a prompt given as embeddings", True, config_field=False),
+    Refused("past_key_values", None, "continuing from a cache passed in", True, config_field=False),
     Refused("low_memory", None, "sequential beam search (which the reference refuses too)", False, off=(False,)),
     Refused("cache_implementation", None, "another key/value cache class" + _NOT_TOKENS, False),
     Refused("cache_config", None, "options of another key/value cache class" + _NOT_TOKENS, False),
     Refused("max_cache_len", None, "a pre-sized static cache" + _NOT_TOKENS, False),
     Refused("compile_config", None, "torch.compile of the forward pass" + _NOT_TOKENS, False),
-    Refused("disable_compile", None, "(nothing: decoding never compiles)", False, off=(False, True)),
+    Refused("disable_compile", None, "compilation settings (decoding never compiles: either value passes)", False,
+            off=(False, True)),
     Refused("prefill_chunk_size", None, "a prompt prefilled in chunks" + _NOT_TOKENS, False),
     Refused("continuous_batching_config", None, "continuous batching" + _NOT_TOKENS, False),
     Refused("is_assistant", None, "the behaviour of generate inside an assistant model", False, off=(False,)),
     Refused("decoder_start_token_id", None, "encoder-decoder generation (decoding runs decoder-only models)", False),
     Refused("synced_gpus", None, "generation kept in step across GPUs (DeepSpeed ZeRO-3, FSDP)", False,
-            off=(False,)),
+            off=(False,), config_field=False),
     Refused("trust_remote_code", None, "a decoding method loaded from the Hub (custom_generate='org/repo')", False,
-            off=(False,)),
+            off=(False,), config_field=False),
 )}
 
 
@@ -287,10 +290,11 @@ def markdown_tables() -> str:
                       for k in KNOBS.values() if k.group == group]
         parts.append("")
     parts.append("#### Refused (NotImplementedError unless off)\n")
-    parts.append("| Keyword | Passes when | Would turn on | Refused from `model.generation_config` too |\n|---|---|---|---|")
+    parts.append("| Keyword | Passes when | Would turn on | In `model.generation_config` |\n|---|---|---|---|")
     for r in REFUSED.values():
         passes = ", ".join(f"`{v!r}`" for v in dict.fromkeys((None, r.default, *r.off)))
-        parts.append(f"| `{r.name}` | {passes} | {_cell(r.what)} | {'yes' if r.changes_tokens else 'no'} |")
+        model = ("refused too" if r.changes_tokens else "ignored") if r.config_field else "(a `generate` argument)"
+        parts.append(f"| `{r.name}` | {passes} | {_cell(r.what)} | {model} |")
     return "\n".join(parts) + "\n"
 
 
