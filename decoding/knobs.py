@@ -9,7 +9,8 @@ through :data:`decoding.processors.beyond.SAMPLERS`.
 Derived from this table: ``config.CONFIG_FIELDS``, ``config.GLOBAL_DEFAULTS`` and
 ``config.CALL_ARGUMENTS`` (settings resolution and the "did you mean" hints), the single-knob
 checks of ``validation.check_settings``, the flags of ``cli.py`` and the keyword tables of
-docs/api.md (:func:`markdown_tables`; a test keeps the docs equal to it).
+docs/api.md (:func:`markdown_tables`; a test keeps the docs equal to it, and
+``python -c "import decoding.knobs as k; k.write_docs()"`` rewrites them).
 """
 
 from __future__ import annotations
@@ -298,4 +299,17 @@ def markdown_tables() -> str:
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["KNOBS", "REFUSED", "Knob", "Refused", "group_names", "markdown_tables"]
+
+_BEGIN, _END = "<!-- knobs table: begin", "<!-- knobs table: end -->"
+
+
+def write_docs(path: str = "docs/api.md") -> None:
+    """Replace the text between the knobs-table markers of ``path`` by :func:`markdown_tables`."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = text.index("\n", text.index(_BEGIN)) + 1, text.index(_END)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:start] + markdown_tables() + text[end:])
+
+
+__all__ = ["KNOBS", "REFUSED", "Knob", "Refused", "group_names", "markdown_tables", "write_docs"]

@@ -76,6 +76,16 @@ def test_docs_api_holds_exactly_the_generated_tables():
         "docs/api.md is out of date: paste the output of decoding.knobs.markdown_tables() between its markers")
 
 
+def test_write_docs_rewrites_only_the_tables(tmp_path):
+    copy_of_api = tmp_path / "api.md"
+    original = (ROOT / "docs" / "api.md").read_text()
+    stale = original.replace("sample among the k most likely tokens only", "an outdated help line")
+    assert stale != original
+    copy_of_api.write_text(stale)
+    knobs.write_docs(str(copy_of_api))
+    assert copy_of_api.read_text() == original
+
+
 def test_every_check_names_its_knob_and_refuses_before_any_forward(model):
     bad = {"watermarking_config": {"greenlist_ratio": 2.0}}   # any object: its missing fields take defaults
     for name, knob in knobs.KNOBS.items():
