@@ -39,7 +39,8 @@ def _flag_spec(name: str) -> dict[str, Any]:
     """argparse keyword arguments for the generation field ``name`` (from its knob; a literal if it has none)."""
     knob = KNOBS.get(name)
     if knob is None:
-        return dict(type=literal, metavar="VALUE", help=f"generate(..., {name}=...) (a Python literal, e.g. 2 or [2, 7])")
+        return dict(type=literal, metavar="VALUE",
+                    help=f"generate(..., {name}=...) (a Python literal, e.g. 2 or [2, 7])")
     if knob.group == BEYOND:
         shown = "default: off" if knob.companion is None else f"default: {knob.companion!r} once its sampler is on"
     else:

@@ -1,4 +1,4 @@
-"""What a generation keyword declares (:class:`Knob`), and what a sampler beyond the reference declares (:class:`Sampler`).
+"""The declaration of a generation keyword (:class:`Knob`) and of a sampler beyond the reference (:class:`Sampler`).
 
 The table of every keyword is :data:`decoding.knobs.KNOBS`; the registered samplers are
 :data:`decoding.processors.beyond.SAMPLERS`. Settings resolution, validation, the command-line

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .checks import Check, integer, interval, is_number, positive
-from .declarations import (BEYOND, CALL, GROUPS, LENGTH, OUTPUTS, PROCESSORS, SPECIAL_TOKENS, SPECULATIVE, STRATEGY,
+from .declarations import (CALL, GROUPS, LENGTH, OUTPUTS, PROCESSORS, SPECIAL_TOKENS, SPECULATIVE, STRATEGY,
                            Knob, literal)
 from .processors.beyond import SAMPLERS
 from .processors.checks import (check_bad_words, check_bool, check_exponential_decay_value, check_forced_bos,
@@ -168,12 +168,10 @@ _CALL_ARGUMENTS = (
 
 
 def _table() -> dict[str, Knob]:
-    knobs = list(_REFERENCE_KNOBS)
-    guidance = next(i for i, k in enumerate(knobs) if k.name == "watermarking_config")
-    beyond = [knob for sampler in SAMPLERS for knob in sampler.knobs]
-    knobs[guidance + 1:guidance + 1] = beyond   # beyond the reference: after the reference's processors
+    """The reference's knobs, the registered samplers' knobs and the call arguments, by group (GROUPS order)."""
+    declared = [*_REFERENCE_KNOBS, *(knob for sampler in SAMPLERS for knob in sampler.knobs), *_CALL_ARGUMENTS]
     table: dict[str, Knob] = {}
-    for knob in knobs + list(_CALL_ARGUMENTS):
+    for knob in sorted(declared, key=lambda k: GROUPS.index(k.group)):   # stable: declaration order within a group
         if knob.name in table:
             raise ValueError(f"Knob {knob.name!r} is declared twice.")
         table[knob.name] = knob
@@ -284,7 +282,8 @@ def markdown_tables() -> str:
         parts.append(f"#### {group[0].upper()}{group[1:]}\n")
         if group == CALL:
             parts.append("| Keyword | Default | Meaning |\n|---|---|---|")
-            parts += [f"| `{k.name}` | {_default_text(k)} | {_cell(k.help)} |" for k in KNOBS.values() if k.group == group]
+            parts += [f"| `{k.name}` | {_default_text(k)} | {_cell(k.help)} |"
+                      for k in KNOBS.values() if k.group == group]
         else:
             parts.append("| Keyword | Default | Valid values | Meaning |\n|---|---|---|---|")
             parts += [f"| `{k.name}` | {_default_text(k)} | {_cell(k.valid_values)} | {_cell(k.help)} |"

@@ -96,10 +96,12 @@ PRESENCE_PENALTY = Sampler(
     PresencePenaltyLogitsProcessor, stage=PENALTY, build=_build_presence,
     knobs=(Knob("presence_penalty", BEYOND, "subtract it from the score of every token already generated "
                 "(OpenAI, vLLM; 0: off)", type=float, check=lambda name, v: check_penalty(name, v), values="[-2, 2]"),),
-    places={"vllm": "after frequency_penalty", "llama.cpp": "after frequency_penalty", "mlx": "after repetition_penalty"})
+    places={"vllm": "after frequency_penalty", "llama.cpp": "after frequency_penalty",
+            "mlx": "after repetition_penalty"})
 
 FREQUENCY_PENALTY = Sampler(
     FrequencyPenaltyLogitsProcessor, stage=PENALTY, build=_build_frequency,
     knobs=(Knob("frequency_penalty", BEYOND, "subtract it times the token's count among the generated tokens "
                 "(OpenAI, vLLM; 0: off)", type=float, check=lambda name, v: check_penalty(name, v), values="[-2, 2]"),),
-    places={"vllm": "after repetition_penalty", "llama.cpp": "after repetition_penalty", "mlx": "after presence_penalty"})
+    places={"vllm": "after repetition_penalty", "llama.cpp": "after repetition_penalty",
+            "mlx": "after presence_penalty"})
