@@ -3,85 +3,57 @@
 Both run on the built-in model unless ``--model`` names a local Hugging Face folder or a hub id,
 stream the answer to stdout as it is generated, and take every generation keyword of
 :func:`decoding.generate` as a flag (``--max-new-tokens 40 --do-sample --temperature 0.7``). The flags
-are derived from :data:`decoding.config.CONFIG_FIELDS` and the reference's defaults, so a keyword added
-there appears here. ``--compare`` also runs ``model.generate`` and reports whether the tokens are
+are derived from the knobs table (:data:`decoding.knobs.KNOBS`: type, help, default, flag or not), so a
+keyword declared there appears here. ``--compare`` also runs ``model.generate`` and reports whether the tokens are
 identical. Errors are one line on stderr and a non-zero exit status. docs/cli.md has the details.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 import warnings
 from typing import Any, Callable, Optional, Sequence
 
-from .config import CONFIG_FIELDS, GLOBAL_DEFAULTS
+from .config import CONFIG_FIELDS
+from .declarations import BEYOND, literal
+from .knobs import KNOBS
 
-#: Generation fields that are not flags: they change what ``generate`` returns (the CLI prints text;
-#: ``--compare`` reports scores) or take an object that a command line cannot express.
-NOT_FLAGS: tuple[str, ...] = ("return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
-                              "output_hidden_states", "watermarking_config")
+#: Generation fields that are not flags (their knob says ``flag=False``): they change what ``generate``
+#: returns (the CLI prints text; ``--compare`` reports scores) or take an object a command line cannot express.
+NOT_FLAGS: tuple[str, ...] = tuple(name for name in CONFIG_FIELDS if not KNOBS[name].flag)
 
-#: Value parsers for fields whose reference default is None (so the type cannot be read off it) or
-#: whose values are not of the default's type. Fields not listed here and without a typed default
-#: take a Python literal (``2``, ``[2, 7]``, ``{(5,): -1.0}``), or else the text itself.
-FIELD_TYPES: dict[str, Callable[[str], Any]] = {
-    "max_new_tokens": int, "min_new_tokens": int, "max_time": float, "min_p": float, "top_h": float,
-    "guidance_scale": float, "prompt_lookup_num_tokens": int, "max_matching_ngram_size": int,
-    "assistant_early_exit": int,
-}
-
-#: Help for the keywords used most; the others get a generic line naming their reference default.
-COMMON_HELP: dict[str, str] = {
-    "max_new_tokens": "at most this many new tokens (default: the length the model's generation config sets, else 256)",
-    "do_sample": "sample instead of greedy decoding (use with --seed for a reproducible run)",
-    "temperature": "divide the logits by T before sampling (with --do-sample)",
-    "top_k": "sample among the K most likely tokens only (with --do-sample)",
-    "top_p": "sample among the smallest set of tokens whose probability reaches P (with --do-sample)",
-    "repetition_penalty": "penalize tokens already in the prompt or the output (1.0: off)",
-    "num_beams": "beam search with this many beams",
-    "stop_strings": "stop when the output ends with one of these texts",
-}
+#: How each flag's value is parsed (the knob's ``type``); fields missing here take a Python literal.
+FIELD_TYPES: dict[str, Callable[[str], Any]] = {name: KNOBS[name].type for name in CONFIG_FIELDS}
 
 #: Fields that take several values after one flag (``--stop-strings "." "!"``).
-MULTI_VALUE: dict[str, Callable[[str], Any]] = {"stop_strings": str}
+MULTI_VALUE: dict[str, Callable[[str], Any]] = {name: KNOBS[name].type for name in CONFIG_FIELDS if KNOBS[name].multi}
 
 EXIT_ERROR = 1
 EXIT_DIFFERENT = 3  # --compare found a difference
 EXIT_INTERRUPTED = 130
 
 
-def _literal(text: str) -> Any:
-    """A Python literal when ``text`` is one (``2``, ``[2, 7]``, ``True``), else the text itself."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        lowered = text.strip().lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        return text
-
-
 def _flag_spec(name: str) -> dict[str, Any]:
-    """argparse keyword arguments for the generation field ``name``."""
-    default = GLOBAL_DEFAULTS.get(name)
-    shown = f"reference default: {default!r}" if name in GLOBAL_DEFAULTS else "reference default: None"
-    help_text = f"generate(..., {name}=...); {shown}; unset: the model's generation config decides"
-    if name in COMMON_HELP:
-        help_text = f"{COMMON_HELP[name]}; generate(..., {name}=...)"
-    if name in MULTI_VALUE:
-        return dict(nargs="+", type=MULTI_VALUE[name], metavar="TEXT", help=help_text)
-    if name in FIELD_TYPES:
-        return dict(type=FIELD_TYPES[name], metavar=FIELD_TYPES[name].__name__.upper(), help=help_text)
-    if isinstance(default, bool):
-        if name == "early_stopping":  # True, False or "never"
-            return dict(type=_literal, metavar="{True,False,never}", help=help_text)
+    """argparse keyword arguments for the generation field ``name`` (from its knob; a literal if it has none)."""
+    knob = KNOBS.get(name)
+    if knob is None:
+        return dict(type=literal, metavar="VALUE",
+                    help=f"generate(..., {name}=...) (a Python literal, e.g. 2 or [2, 7])")
+    if knob.group == BEYOND:
+        shown = "default: off" if knob.companion is None else f"default: {knob.companion!r} once its sampler is on"
+    else:
+        shown = f"reference default: {knob.default!r}"
+    help_text = f"{knob.help}; {shown}".replace("%", "%%")
+    if knob.multi:
+        return dict(nargs="+", type=knob.type, metavar=knob.metavar or "VALUE", help=help_text)
+    if knob.type is bool:
         return dict(action=argparse.BooleanOptionalAction, help=help_text)
-    if isinstance(default, (int, float, str)):
-        return dict(type=type(default), metavar=type(default).__name__.upper(), help=help_text)
-    return dict(type=_literal, metavar="VALUE", help=help_text + " (a Python literal, e.g. 2 or [2, 7])")
+    if knob.type is literal:
+        return dict(type=literal, metavar=knob.metavar or "VALUE",
+                    help=help_text + ("" if knob.metavar else " (a Python literal, e.g. 2 or [2, 7])"))
+    return dict(type=knob.type, metavar=knob.metavar or knob.type.__name__.upper(), help=help_text)
 
 
 def generation_flag_names(parser_options: Sequence[str] = ()) -> list[str]:
@@ -112,10 +84,17 @@ def _add_common(parser: argparse.ArgumentParser) -> list[str]:
                              ".py file, then the function's name; with --compare it is checked against model.generate")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print the load time and the time per new token to stderr")
-    group = parser.add_argument_group("generation keywords (those of decoding.generate / model.generate)")
     names = generation_flag_names(_OWN_OPTIONS)
-    for name in names:
-        group.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, **_flag_spec(name))
+    groups = {}
+    for name in names:   # one help section per group of the knobs table, in its order
+        group = KNOBS[name].group if name in KNOBS else "other"
+        if group not in groups:
+            groups[group] = parser.add_argument_group(
+                f"generation keywords: {group}",
+                "those of decoding.generate / model.generate; a flag left out is not passed, so the model's "
+                "generation config decides" if not groups else None)
+        groups[group].add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                                   **_flag_spec(name))
     return names
 
 

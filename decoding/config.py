@@ -17,82 +17,23 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .declarations import CALL
 from .errors import UnknownArgumentError  # noqa: F401 (raised here, importable from here)
+from .knobs import KNOBS, REFUSED
+
+# Every generation-config field `decoding` reads (decoding/knobs.py). Fields not in GLOBAL_DEFAULTS default to None.
+CONFIG_FIELDS: tuple[str, ...] = tuple(name for name, knob in KNOBS.items() if knob.group != CALL)
 
 # The reference's defaults for fields left unset by the user and by the model's generation config.
-GLOBAL_DEFAULTS: dict[str, Any] = {
-    "max_length": 20,
-    "min_length": 0,
-    "do_sample": False,
-    "use_cache": True,
-    "early_stopping": False,
-    "num_beams": 1,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "length_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "num_return_sequences": 1,
-    "output_scores": False,
-    "output_logits": False,
-    "return_dict_in_generate": False,
-    "remove_invalid_values": False,
-    "renormalize_logits": False,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "encoder_repetition_penalty": 1.0,
-    "num_assistant_tokens": 20,
-    "num_assistant_tokens_schedule": "constant",
-    "assistant_confidence_threshold": 0.4,
-}
-
-# Every generation-config field `decoding` reads. Fields not in GLOBAL_DEFAULTS default to None.
-CONFIG_FIELDS: tuple[str, ...] = (
-    # length
-    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "max_time", "stop_strings",
-    "early_stopping",
-    # strategy
-    "do_sample", "num_beams", "use_cache", "num_return_sequences",
-    # processors (the reference's names)
-    "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h",
-    "repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
-    "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "suppress_tokens",
-    "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
-    "exponential_decay_length_penalty", "remove_invalid_values", "renormalize_logits",
-    "guidance_scale", "watermarking_config", "length_penalty",
-    # processors beyond the reference (docs/processors.md#beyond-the-reference); None means off
-    "presence_penalty", "frequency_penalty", "logit_bias", "allowed_token_ids", "top_n_sigma",
-    "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
-    "dry_sequence_breakers", "dry_penalty_last_n", "mirostat_tau", "mirostat_eta", "dynatemp_range",
-    "dynatemp_exponent",
-    # special tokens
-    "bos_token_id", "eos_token_id", "pad_token_id",
-    # outputs
-    "return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
-    "output_hidden_states",
-    # speculative decoding
-    "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
-    "prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_early_exit",
-)
+GLOBAL_DEFAULTS: dict[str, Any] = {name: KNOBS[name].default for name in CONFIG_FIELDS
+                                   if KNOBS[name].default is not None}
 
 # Arguments of `generate` that are not generation-config fields.
-CALL_ARGUMENTS: tuple[str, ...] = (
-    "logits_processor", "stopping_criteria", "streamer", "prefix_allowed_tokens_fn",
-    "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask", "tokenizer",
-    "assistant_tokenizer", "generation_config", "attention_mask", "past_key_values",
-    # beyond the reference
-    "seed", "order", "output_beam_tree",
-)
+CALL_ARGUMENTS: tuple[str, ...] = tuple(name for name, knob in KNOBS.items() if knob.group == CALL)
 
-# Knobs of the reference that this version of `decoding` does not implement yet. Setting one to a
-# value other than its default raises NotImplementedError naming it (never a silent difference).
-NOT_YET_IMPLEMENTED: dict[str, Any] = {
-    "past_key_values": None,
-}
-
+# Keywords of the reference that this version of `decoding` does not implement, with the reference's
+# default. A value that turns one on raises NotImplementedError naming it (never a silent difference).
+NOT_YET_IMPLEMENTED: dict[str, Any] = {name: refused.default for name, refused in REFUSED.items()}
 
 
 @dataclass
@@ -101,13 +42,15 @@ class Settings:
 
     ``values`` holds every field in :data:`CONFIG_FIELDS`; attribute access reads it.
     ``has_default_max_length`` is True when no ``max_length`` was set anywhere (the reference then
-    generates 20 new tokens, capped at ``max_position_embeddings``).
+    generates 20 new tokens, capped at ``max_position_embeddings``). ``refused`` maps each keyword of
+    :data:`REFUSED` that is on to ``(value, where it was set)``; ``validation`` raises for them.
     """
 
     values: dict[str, Any]
     has_default_max_length: bool = False
     has_default_min_length: bool = True
     explicit: set[str] = field(default_factory=set)
+    refused: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -119,15 +62,37 @@ class Settings:
         values = dict(self.values)
         values.update(changes)
         return Settings(values, self.has_default_max_length, self.has_default_min_length,
-                        set(self.explicit) | set(changes))
+                        set(self.explicit) | set(changes), dict(self.refused))
 
 
-def _config_values(config: Any) -> dict[str, Any]:
-    """The fields of a GenerationConfig-like object (or a dict) that `decoding` reads."""
+def _config_values(config: Any, names=CONFIG_FIELDS) -> dict[str, Any]:
+    """The fields ``names`` of a GenerationConfig-like object (or a dict) that it holds."""
     if config is None:
         return {}
     raw = config if isinstance(config, dict) else config.to_dict()
-    return {name: raw[name] for name in CONFIG_FIELDS if name in raw}
+    return {name: raw[name] for name in names if name in raw}
+
+
+def _refused(kwargs: dict[str, Any], generation_config: Any, model_config: Any) -> dict[str, tuple[Any, str]]:
+    """The keywords of :data:`REFUSED` that are on, with where their value comes from.
+
+    The value is resolved with the same priority as the others (keyword, then ``generation_config=``,
+    then ``model.generation_config``). One set only in the model's generation config is refused
+    only when it changes the tokens or the strategy (``REFUSED[name].changes_tokens``): a checkpoint
+    carrying ``cache_implementation="static"`` still generates the same tokens here.
+    """
+    sources = (("keyword", {k: v for k, v in kwargs.items() if k in REFUSED}),
+               ("generation_config", _config_values(generation_config, tuple(REFUSED))),
+               ("model.generation_config", _config_values(model_config, tuple(REFUSED))))
+    found: dict[str, tuple[Any, str]] = {}
+    for name, refused in REFUSED.items():
+        for source, values in sources:
+            if name in values and (values[name] is not None or source == "keyword"):
+                if not refused.is_off(values[name]) and (source != "model.generation_config"
+                                                         or refused.changes_tokens):
+                    found[name] = (values[name], source)
+                break
+    return found
 
 
 def resolve_settings(model: Any, generation_config: Any, kwargs: dict[str, Any]) -> Settings:
@@ -137,7 +102,7 @@ def resolve_settings(model: Any, generation_config: Any, kwargs: dict[str, Any])
         UnknownArgumentError: a keyword is neither a config field nor an argument of `generate`.
         TypeError: ``generation_config`` is not a ``GenerationConfig`` (or a dict).
     """
-    unknown = [name for name in kwargs if name not in CONFIG_FIELDS]
+    unknown = [name for name in kwargs if name not in CONFIG_FIELDS and name not in REFUSED]
     if unknown:
         known = CONFIG_FIELDS + CALL_ARGUMENTS
         hints = []
@@ -155,6 +120,8 @@ def resolve_settings(model: Any, generation_config: Any, kwargs: dict[str, Any])
 
     user = {k: v for k, v in _config_values(generation_config).items() if v is not None}
     model_config = getattr(model, "generation_config", None)
+    refused = _refused(kwargs, generation_config, model_config)
+    kwargs = {k: v for k, v in kwargs.items() if k not in REFUSED}
     from_model = {k: v for k, v in _config_values(model_config).items() if v is not None}
 
     values: dict[str, Any] = {name: None for name in CONFIG_FIELDS}
@@ -171,4 +138,4 @@ def resolve_settings(model: Any, generation_config: Any, kwargs: dict[str, Any])
                               and "max_length" not in from_model)
     has_default_min_length = (kwargs.get("min_length") is None and "min_length" not in user
                               and "min_length" not in from_model)
-    return Settings(values, has_default_max_length, has_default_min_length, set(kwargs) | set(user))
+    return Settings(values, has_default_max_length, has_default_min_length, set(kwargs) | set(user), refused)

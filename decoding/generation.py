@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from .config import resolve_settings
-from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens
+from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens, take_inputs
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
 from .processors.orders import check_order, reorder
 from .seeding import row_seeds
@@ -100,6 +100,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None,
             tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.strategies.beam.tree`).
         **kwargs: generation-config fields (docs/api.md).
     """
+    input_ids = take_inputs(input_ids, kwargs)
     settings = resolve_settings(model, generation_config, kwargs)
     check_not_yet_implemented(settings, {
         "prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "assistant_model": assistant_model,
@@ -122,7 +123,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None,
     else:
         check_attention_mask(attention_mask, input_ids)
     prompt_length = input_ids.shape[1]
-    max_length = resolve_max_length(settings, prompt_length, model)
+    max_length = resolve_max_length(settings, prompt_length, model, attention_mask)
 
     rows_per_prompt = max(settings.num_beams, settings.num_return_sequences)
     seeds = row_seeds(seed, input_ids.shape[0] * rows_per_prompt)

@@ -54,16 +54,85 @@ def expand_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
     return tensor if times == 1 else tensor.repeat_interleave(times, dim=0)
 
 
-def resolve_max_length(settings: Settings, prompt_length: int, model: Any) -> int:
-    """The absolute length (prompt included) at which generation stops, as the reference computes it."""
+def take_inputs(input_ids: Optional[torch.Tensor], kwargs: dict[str, Any]) -> Optional[torch.Tensor]:
+    """The prompt: ``input_ids``, or ``inputs`` (the reference's name for it), which is taken out of ``kwargs``.
+
+    Raises:
+        ValueError: both were given.
+    """
+    if "inputs" not in kwargs:
+        return input_ids
+    inputs = kwargs.pop("inputs")
+    if inputs is not None and input_ids is not None:
+        raise ValueError("Both `inputs` and `input_ids` were given; they name the same prompt, pass one of them.")
+    return input_ids if inputs is None else inputs
+
+
+def context_size(model: Any) -> Optional[int]:
+    """The model's context in tokens: ``max_position_embeddings`` of its (decoder) text config, or None."""
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    return int(limit) if limit is not None else None
+
+
+def has_learned_positions(model: Any) -> bool:
+    """Whether the model looks up one learned vector per position (GPT-2's ``wpe``, OPT's ``embed_positions``).
+
+    Such a model fails inside its forward (``IndexError``) at the first position past its context;
+    models with rotary (RoPE) or ALiBi positions run on past it.
+    """
+    modules = model.named_modules() if hasattr(model, "named_modules") else ()
+    return any(isinstance(module, torch.nn.Embedding) and (name.rsplit(".", 1)[-1] == "wpe" or
+                                                           "position" in name.rsplit(".", 1)[-1])
+               for name, module in modules)
+
+
+def _check_positions(model: Any, attention_mask: Optional[torch.Tensor], prompt_length: int, max_length: int,
+                     context: Optional[int]) -> None:
+    """Refuse a length that would take a model with learned positions past its context (it crashes there).
+
+    The reference feeds positions counted over each row's real tokens (left padding excluded), up to
+    the one before the last token: ``longest real prompt + new tokens - 1`` positions.
+    """
+    if context is None or not has_learned_positions(model):
+        return
+    longest = prompt_length if attention_mask is None else int(attention_mask.sum(dim=-1).max())
+    new = max_length - prompt_length
+    if longest + new - 1 <= context:
+        return
+    fix = (f"shorten the prompt to at most {context} tokens" if longest > context else
+           f"use max_new_tokens <= {context + 1 - longest}, or shorten the prompt")
+    raise ValueError(
+        f"{type(model).__name__} has learned position embeddings for {context} positions "
+        f"(max_position_embeddings), but a prompt of {longest} tokens with {new} new tokens needs "
+        f"{longest + new - 1}: model.generate fails inside the model there (IndexError). To stay within the "
+        f"context, {fix}.")
+
+
+def resolve_max_length(settings: Settings, prompt_length: int, model: Any,
+                       attention_mask: Optional[torch.Tensor] = None) -> int:
+    """The absolute length (prompt included) at which generation stops, as the reference computes it.
+
+    Raises:
+        ValueError: nothing can be generated (the prompt already reaches the length or, with no length
+            set, the model's context), or a model with learned positions would be taken past its context.
+    """
+    context = context_size(model)
     if settings.max_new_tokens is not None:
         max_length = settings.max_new_tokens + prompt_length
     elif settings.has_default_max_length:
+        if context is not None and prompt_length >= context:
+            runs_on = ("its positions run past the context, as with model.generate" if not has_learned_positions(model)
+                       else "not past its context, though: its position embeddings are learned")
+            raise ValueError(
+                f"The prompt is {prompt_length} tokens long, but the model's context (max_position_embeddings) is "
+                f"{context} tokens and, with neither max_new_tokens nor max_length set, generation stops at the "
+                f"context: nothing can be generated. Shorten the prompt to at most {context - 1} tokens, or pass "
+                f"max_new_tokens ({runs_on}).")
         max_length = settings.max_length + prompt_length
-        text_config = model.config.get_text_config(decoder=True) if hasattr(model, "config") else None
-        limit = getattr(text_config, "max_position_embeddings", None)
-        if limit is not None:
-            max_length = min(max_length, limit)
+        if context is not None:
+            max_length = min(max_length, context)
         warnings.warn(
             f"Neither max_new_tokens nor max_length was set: generating at most {max_length - prompt_length} "
             f"new tokens (max_length={max_length}), the reference's default. Pass max_new_tokens to choose.",
@@ -74,6 +143,7 @@ def resolve_max_length(settings: Settings, prompt_length: int, model: Any) -> in
         raise ValueError(
             f"Input length of input_ids is {prompt_length}, but `max_length` is set to {max_length}, so "
             "nothing can be generated; set max_new_tokens (or a larger max_length).")
+    _check_positions(model, attention_mask, prompt_length, max_length, context)
     return max_length
 
 

@@ -7,23 +7,14 @@ ignores a value (``top_p=1.5``), `decoding` raises here instead. docs/api.md lis
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Optional
 
 import torch
 
-from .config import NOT_YET_IMPLEMENTED, Settings
-from .processors.beyond import check_beyond_settings
+from .checks import is_finite
+from .config import Settings
+from .knobs import KNOBS, REFUSED
 from .processors.checks import check_processor_inputs, check_processor_settings  # noqa: F401 (re-exported)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def input_vocab_size(model: Any) -> Optional[int]:
@@ -75,41 +66,50 @@ def check_attention_mask(attention_mask: Any, input_ids: torch.Tensor) -> None:
         raise ValueError("attention_mask must contain only 0 (padding) and 1 (real tokens).")
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"<tensor of shape {tuple(value.shape)}>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_not_yet_implemented(settings: Settings, call_arguments: dict[str, Any]) -> None:
-    """Refuse knobs this version does not implement, instead of silently ignoring them."""
-    for name, default in NOT_YET_IMPLEMENTED.items():
-        value = call_arguments[name] if name in call_arguments else settings.values.get(name, default)
-        if value is not None and value != default and not (isinstance(value, (list, tuple, dict)) and not value
-                                                          and default is None):
-            raise NotImplementedError(
-                f"`{name}={value!r}` is not supported by this version of decoding yet; remove it "
-                "or use model.generate for this call.")
+    """Refuse the reference's keywords this version does not implement, instead of silently ignoring them.
+
+    ``call_arguments`` are the arguments of ``generate`` that are not settings (``past_key_values``
+    among them); ``settings.refused`` holds the others that are on (see ``config._refused``).
+
+    Raises:
+        NotImplementedError: naming the keyword, what it would turn on, where it was set and what to do.
+    """
+    found = {name: (value, "keyword") for name, value in call_arguments.items()
+             if name in REFUSED and not REFUSED[name].is_off(value)}
+    found.update(settings.refused)
+    for name, (value, source) in found.items():
+        where = {"keyword": "", "generation_config": " (in generation_config)",
+                 "model.generation_config": " (in model.generation_config)"}[source]
+        fix = (f"set model.generation_config.{name} = None" if source == "model.generation_config"
+               else "remove it")
+        raise NotImplementedError(
+            f"`{name}={_short(value)}`{where} asks for {REFUSED[name].what}, which decoding does not implement; "
+            f"{fix}, or use model.generate for this call. docs/strategies.md lists what decoding implements and "
+            "how to plug in your own strategy.")
 
 
 def check_settings(settings: Settings) -> None:
-    """Range and type checks of the knobs, before anything runs."""
+    """Range and type checks of the knobs, before anything runs.
+
+    Each knob's own range comes from its declaration in :data:`decoding.knobs.KNOBS`; the rules
+    between knobs are written out below.
+    """
     s = settings
-    if s.max_new_tokens is not None and (not _is_int(s.max_new_tokens) or s.max_new_tokens <= 0):
-        raise ValueError(f"`max_new_tokens` must be an integer greater than 0, but is {s.max_new_tokens!r}.")
-    if s.max_length is not None and (not _is_int(s.max_length) or s.max_length <= 0):
-        raise ValueError(f"`max_length` must be a positive integer, but is {s.max_length!r}.")
-    if s.max_time is not None and (not _is_number(s.max_time) or s.max_time <= 0):
-        raise ValueError(f"`max_time` must be a positive number of seconds, but is {s.max_time!r}.")
-    if s.temperature is not None:
-        if not _is_number(s.temperature) or not math.isfinite(s.temperature) or s.temperature < 0:
-            raise ValueError(f"`temperature` must be a finite number >= 0 (> 0 when sampling), but is {s.temperature!r}.")
-        if s.do_sample and s.temperature == 0:
-            raise ValueError(
-                "`temperature` (=0) has to be strictly positive when do_sample=True; for greedy "
-                "decoding set do_sample=False.")
-    if s.top_k is not None and (not _is_int(s.top_k) or s.top_k < 0):
-        raise ValueError(f"`top_k` must be an integer >= 0 (0 disables it), but is {s.top_k!r}.")
-    if s.top_p is not None and (not _is_number(s.top_p) or not 0.0 <= s.top_p <= 1.0):
-        raise ValueError(f"`top_p` must be a number in [0, 1] (1 disables it), but is {s.top_p!r}.")
-    if not _is_int(s.num_return_sequences) or s.num_return_sequences < 1:
-        raise ValueError(f"`num_return_sequences` must be an integer >= 1, but is {s.num_return_sequences!r}.")
-    if not _is_int(s.num_beams) or s.num_beams < 1:
-        raise ValueError(f"`num_beams` must be an integer >= 1, but is {s.num_beams!r}.")
+    for name, knob in KNOBS.items():
+        if name in s.values:
+            knob.validate(s.values[name])
+    if s.do_sample and s.temperature == 0:
+        raise ValueError(
+            "`temperature` (=0) has to be strictly positive when do_sample=True; for greedy "
+            "decoding set do_sample=False.")
     if s.num_beams == 1 and not s.do_sample and s.num_return_sequences != 1:
         raise ValueError(
             "Greedy methods (do_sample != True) without beam search do not support "
@@ -119,14 +119,8 @@ def check_settings(settings: Settings) -> None:
         raise ValueError(
             f"`num_return_sequences` ({s.num_return_sequences}) has to be smaller or equal to "
             f"`num_beams` ({s.num_beams}).")
-    if not (s.early_stopping is None or s.early_stopping is True or s.early_stopping is False
-            or s.early_stopping == "never"):
-        raise ValueError(
-            f"`early_stopping` must be a boolean or 'never', but is {s.early_stopping!r}; use True, False "
-            "or 'never' (see docs/beam-search.md).")
-    if s.num_beams > 1 and (not _is_number(s.length_penalty) or not math.isfinite(s.length_penalty)):
+    if s.num_beams > 1 and not is_finite(s.length_penalty):
         raise ValueError(
             f"`length_penalty` must be a finite number (1.0 by default; > 0 favours longer beam hypotheses, "
             f"< 0 shorter ones), but is {s.length_penalty!r}.")
-    check_processor_settings(s)  # every processor knob: processors/checks.py
-    check_beyond_settings(s)  # the knobs beyond the reference: processors/beyond.py
+    check_processor_settings(s)  # the rules between processor knobs: processors/checks.py

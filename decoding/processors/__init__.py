@@ -37,19 +37,11 @@ __all__ = [
     "REFERENCE_PROCESSORS", *(cls.__name__ for cls in REFERENCE_PROCESSORS),
 ]
 
-# Beyond the reference (docs/processors.md#beyond-the-reference); `orders` holds the engines' order presets.
-from .bias import AllowedTokenIdsLogitsProcessor, LogitBiasLogitsProcessor  # noqa: E402
-from .dry import DRYLogitsProcessor  # noqa: E402
-from .dynatemp import DynamicTemperatureLogitsWarper  # noqa: E402
-from .mirostat import MirostatV2LogitsWarper  # noqa: E402
+# Beyond the reference (docs/processors.md#beyond-the-reference): the registered samplers
+# (`beyond.SAMPLERS`); `orders` holds the engines' order presets.
+from .beyond import SAMPLERS  # noqa: E402
 from .orders import ORDERS, reorder  # noqa: E402
-from .presence import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor  # noqa: E402
-from .top_n_sigma import TopNSigmaLogitsWarper  # noqa: E402
-from .xtc import XTCLogitsWarper  # noqa: E402
 
-BEYOND_PROCESSORS = (
-    PresencePenaltyLogitsProcessor, FrequencyPenaltyLogitsProcessor, DRYLogitsProcessor, LogitBiasLogitsProcessor,
-    AllowedTokenIdsLogitsProcessor, DynamicTemperatureLogitsWarper, TopNSigmaLogitsWarper, XTCLogitsWarper,
-    MirostatV2LogitsWarper,
-)
-__all__ += ["BEYOND_PROCESSORS", "ORDERS", "reorder", *(cls.__name__ for cls in BEYOND_PROCESSORS)]
+BEYOND_PROCESSORS = tuple(sampler.processor for sampler in SAMPLERS)
+globals().update({cls.__name__: cls for cls in BEYOND_PROCESSORS})   # each importable from here, as registered
+__all__ += ["BEYOND_PROCESSORS", "SAMPLERS", "ORDERS", "reorder", *(cls.__name__ for cls in BEYOND_PROCESSORS)]

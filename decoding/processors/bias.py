@@ -96,3 +96,32 @@ def check_allowed_token_ids(allowed_token_ids) -> list[int]:
         raise ValueError(f"`allowed_token_ids` must be a non-empty list of token ids (ints >= 0), but is "
                          f"{allowed_token_ids!r}.")
     return ids
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, FIRST, PENALTY, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+
+def _build_logit_bias(settings, context):
+    if settings.logit_bias is None:
+        return None
+    return LogitBiasLogitsProcessor(settings.logit_bias, context.vocab_size, device=context.device)
+
+
+def _build_allowed(settings, context):
+    if settings.allowed_token_ids is None:
+        return None
+    return AllowedTokenIdsLogitsProcessor(settings.allowed_token_ids, context.vocab_size, device=context.device)
+
+
+LOGIT_BIAS = Sampler(
+    LogitBiasLogitsProcessor, stage=PENALTY, build=_build_logit_bias,
+    knobs=(Knob("logit_bias", BEYOND, "add a fixed bias to chosen tokens (OpenAI)",
+                check=lambda name, v: check_logit_bias(v), values="{token_id: bias}, bias in [-100, 100]"),),
+    places={"vllm": "after min_new_tokens", "llama.cpp": FIRST, "mlx": FIRST})
+
+ALLOWED_TOKEN_IDS = Sampler(
+    AllowedTokenIdsLogitsProcessor, stage=PENALTY, build=_build_allowed,
+    knobs=(Knob("allowed_token_ids", BEYOND, "only these tokens can be chosen (vLLM)",
+                check=lambda name, v: check_allowed_token_ids(v), values="non-empty list of ids"),),
+    places={"vllm": FIRST})

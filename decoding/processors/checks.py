@@ -1,59 +1,29 @@
-"""Range checks of the processor knobs, run by :mod:`decoding.validation` before the first forward.
+"""The processor knobs' checks that need more than a range, and the checks of the call's processor inputs.
 
-Each error is a ``ValueError`` naming the knob, the bad value and the valid range. Some values the
-reference silently ignores (``typical_p=1.5``, ``epsilon_cutoff=1.5``, ``no_repeat_ngram_size=-1``,
-``suppress_tokens`` outside the vocabulary, ...) are refused here; docs/processors.md lists them.
+The single-knob checks below have the signature ``check(name, value)`` of a knob's ``check``
+(:mod:`decoding.knobs` declares which knob uses which); the one-line ranges (``top_p`` in [0, 1],
+...) are declared there with :mod:`decoding.checks`. :func:`check_processor_settings` keeps the
+rules that involve two knobs. Each error is a ``ValueError`` naming the knob, the bad value and the
+valid values. Some values the reference silently ignores (``typical_p=1.5``, ``epsilon_cutoff=1.5``,
+``no_repeat_ngram_size=-1``, ``suppress_tokens`` outside the vocabulary, ...) are refused;
+docs/processors.md lists them.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Callable, Optional
 
 import torch
 
+from ..checks import is_token_id
 from .bans import _as_bias_dict
 from .guidance import check_guidance_scale
 from .lengths import check_exponential_decay
-from .tokens import is_token_id
 from .watermark import check_watermarking_config
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def _check_interval(settings, name: str, low: float, high: float, low_open: bool, high_open: bool,
-                    note: str = "") -> None:
-    value = getattr(settings, name)
-    if value is None:
-        return
-    ok = _is_real(value) and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` has to be a number in {interval}{note}, but is {value!r}.")
-
-
-def _check_count(settings, name: str, note: str = "") -> None:
-    value = getattr(settings, name)
-    if value is not None and not (_is_int(value) and value >= 0):
-        raise ValueError(f"`{name}` has to be an integer >= 0{note}, but is {value!r}.")
-
-
-def _check_penalty(settings, name: str) -> None:
-    value = getattr(settings, name)
-    if value is not None and not (_is_real(value) and math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` has to be a finite number > 0 (1.0 disables it), but is {value!r}.")
-
-
-def _check_id_list(settings, name: str, allow_int: bool = False, allow_empty: bool = True) -> None:
-    value = getattr(settings, name)
-    if value is None or (allow_int and is_token_id(value)):
+def _check_id_list(name: str, value: Any, allow_int: bool = False, allow_empty: bool = True) -> None:
+    if allow_int and is_token_id(value):
         return
     if not isinstance(value, (list, tuple)) or not all(is_token_id(t) for t in value) or (not value and not allow_empty):
         kind = "a token id or a non-empty list of token ids" if allow_int else "a list of token ids"
@@ -66,34 +36,60 @@ def _token_ids(value: Any) -> list[int]:
     return [int(value)] if is_token_id(value) else [int(t) for t in value]
 
 
+def check_token_list(name: str, value: Any) -> None:
+    """``suppress_tokens``, ``begin_suppress_tokens``: a list of token ids."""
+    _check_id_list(name, value)
+
+
+def check_forced_bos(name: str, value: Any) -> None:
+    """``forced_bos_token_id``: one token id."""
+    _check_id_list(name, value, allow_int=True)
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"`{name}` has to be one token id, but is {value!r}.")
+
+
+def check_forced_eos(name: str, value: Any) -> None:
+    """``forced_eos_token_id``: a token id or a non-empty list of them."""
+    _check_id_list(name, value, allow_int=True, allow_empty=False)
+
+
+def check_bad_words(name: str, value: Any) -> None:
+    """``bad_words_ids``: a non-empty list of non-empty lists of token ids."""
+    if not (isinstance(value, list) and value and all(
+            isinstance(w, list) and w and all(is_token_id(t) for t in w) for w in value)):
+        raise ValueError(f"`{name}` has to be a non-empty list of non-empty lists of token ids "
+                         f"(integers >= 0), but is {value!r}.")
+
+
+def check_sequence_bias(name: str, value: Any) -> None:
+    """``sequence_bias``: ``{(ids...): bias}`` or ``[[[ids...], bias], ...]``."""
+    _as_bias_dict(value)
+
+
+def check_bool(name: str, value: Any) -> None:
+    """``remove_invalid_values``, ``renormalize_logits``: True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` has to be True or False, but is {value!r}.")
+
+
+def check_exponential_decay_value(name: str, value: Any) -> None:
+    """``exponential_decay_length_penalty``: ``(start: int >= 0, factor: > 0)``."""
+    check_exponential_decay(value)
+
+
+def check_guidance(name: str, value: Any) -> None:
+    """``guidance_scale``: a finite number >= 0."""
+    check_guidance_scale(value)
+
+
+def check_watermarking(name: str, value: Any) -> None:
+    """``watermarking_config``: a watermarking config (or dict) with valid fields."""
+    check_watermarking_config(value)
+
+
 def check_processor_settings(settings) -> None:
-    """Types and ranges of every processor knob (no model needed)."""
+    """The rules between processor knobs (each knob's own range is checked by its declaration)."""
     s = settings
-    _check_penalty(s, "repetition_penalty")
-    _check_penalty(s, "encoder_repetition_penalty")
-    _check_count(s, "no_repeat_ngram_size", " (0 disables it)")
-    _check_count(s, "encoder_no_repeat_ngram_size", " (0 disables it)")
-    _check_count(s, "min_length")
-    _check_count(s, "min_new_tokens")
-    _check_interval(s, "top_h", 0, 1, low_open=True, high_open=False)
-    _check_interval(s, "min_p", 0, 1, low_open=False, high_open=False)
-    _check_interval(s, "typical_p", 0, 1, low_open=True, high_open=False, note=" (1 disables it)")
-    _check_interval(s, "epsilon_cutoff", 0, 1, low_open=False, high_open=True, note=" (0 disables it)")
-    _check_interval(s, "eta_cutoff", 0, 1, low_open=False, high_open=True, note=" (0 disables it)")
-    if s.bad_words_ids is not None:
-        words = s.bad_words_ids
-        if not (isinstance(words, list) and words and all(
-                isinstance(w, list) and w and all(is_token_id(t) for t in w) for w in words)):
-            raise ValueError("`bad_words_ids` has to be a non-empty list of non-empty lists of token ids "
-                             f"(integers >= 0), but is {words!r}.")
-    if s.sequence_bias is not None:
-        _as_bias_dict(s.sequence_bias)
-    _check_id_list(s, "suppress_tokens")
-    _check_id_list(s, "begin_suppress_tokens")
-    _check_id_list(s, "forced_bos_token_id", allow_int=True)
-    if isinstance(s.forced_bos_token_id, (list, tuple)):
-        raise ValueError(f"`forced_bos_token_id` has to be one token id, but is {s.forced_bos_token_id!r}.")
-    _check_id_list(s, "forced_eos_token_id", allow_int=True, allow_empty=False)
     if s.suppress_tokens is not None:   # the reference's own check: forcing a suppressed token gives nan
         for name in ("forced_bos_token_id", "forced_eos_token_id"):
             forced = set(_token_ids(getattr(s, name)))
@@ -101,18 +97,10 @@ def check_processor_settings(settings) -> None:
                 raise ValueError(f"Every token in `{name}` ({sorted(forced)}) is also in `suppress_tokens`, "
                                  "which leaves no finite score at the forcing step; remove it from one of them "
                                  "(use min_new_tokens to prevent an early eos).")
-    for name in ("remove_invalid_values", "renormalize_logits"):
-        if getattr(s, name) is not None and not isinstance(getattr(s, name), bool):
-            raise ValueError(f"`{name}` has to be True or False, but is {getattr(s, name)!r}.")
     if s.exponential_decay_length_penalty is not None:
-        check_exponential_decay(s.exponential_decay_length_penalty)
         if s.eos_token_id is None or (isinstance(s.eos_token_id, (list, tuple)) and not s.eos_token_id):
             raise ValueError("`exponential_decay_length_penalty` acts on the eos score, but no `eos_token_id` "
                              "is set; pass eos_token_id.")
-    if s.guidance_scale is not None:
-        check_guidance_scale(s.guidance_scale)
-    if s.watermarking_config is not None:
-        check_watermarking_config(s.watermarking_config)
 
 
 def check_processor_inputs(settings, vocab_size: Optional[int], batch_size: int, rows_per_prompt: int,

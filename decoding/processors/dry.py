@@ -185,3 +185,43 @@ def token_texts(tokenizer: Any) -> list[str]:
     except TypeError:   # a tokenizer that cannot be weakly referenced: no caching
         pass
     return texts
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, PENALTY, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+
+def _check_one(name, value) -> None:
+    """Check one DRY knob with the others at their defaults, so the rule that fails is its own."""
+    values = {knob.name: knob.companion for knob in (DRY_BASE, DRY_ALLOWED_LENGTH, DRY_PENALTY_LAST_N)}
+    values["dry_multiplier"] = 1.0
+    if name == "dry_multiplier" and value == 0:   # 0 turns DRY off, as None does
+        return
+    values[name] = value
+    check_dry(**values)
+
+
+DRY_BASE = Knob("dry_base", BEYOND, "DRY: the base of the exponential penalty", type=float, companion=1.75,
+                check=_check_one, values=">= 1")
+DRY_ALLOWED_LENGTH = Knob("dry_allowed_length", BEYOND, "DRY: repeats up to this length are not penalised",
+                          type=int, companion=2, check=_check_one, values="int >= 1")
+DRY_PENALTY_LAST_N = Knob("dry_penalty_last_n", BEYOND, "DRY: how many trailing tokens to search (-1: all)",
+                          type=int, companion=-1, check=_check_one, values="int >= 1 or -1")
+DRY_SEQUENCE_BREAKERS = Knob("dry_sequence_breakers", BEYOND, "DRY: tokens (ids, or texts with tokenizer=) that "
+                             "end a repeat", check=lambda name, v: check_breakers(v), values="ids or strings")
+
+
+def _build(settings, context):
+    if settings.dry_multiplier is None or settings.dry_multiplier == 0:
+        return None
+    return DRYLogitsProcessor(settings.dry_multiplier, DRY_BASE.read(settings), DRY_ALLOWED_LENGTH.read(settings),
+                              breaker_token_ids(settings.dry_sequence_breakers, context.tokenizer),
+                              DRY_PENALTY_LAST_N.read(settings), padding_lengths=context.padding_lengths)
+
+
+DRY = Sampler(
+    DRYLogitsProcessor, stage=PENALTY, build=_build,
+    knobs=(Knob("dry_multiplier", BEYOND, "DRY: penalise the token that would extend a repeat of the context",
+                type=float, check=_check_one, values="> 0"),
+           DRY_BASE, DRY_ALLOWED_LENGTH, DRY_SEQUENCE_BREAKERS, DRY_PENALTY_LAST_N),
+    places={"llama.cpp": "after presence_penalty"})

@@ -70,3 +70,25 @@ def check_dynatemp(dynatemp_range, dynatemp_exponent) -> None:
     if (isinstance(dynatemp_exponent, bool) or not isinstance(dynatemp_exponent, (int, float))
             or not math.isfinite(dynatemp_exponent) or dynatemp_exponent <= 0):
         raise ValueError(f"`dynatemp_exponent` must be a finite number > 0, but is {dynatemp_exponent!r}.")
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+DYNATEMP_EXPONENT = Knob("dynatemp_exponent", BEYOND, "dynamic temperature: the exponent of the relative entropy",
+                         type=float, check=lambda name, v: check_dynatemp(0.0, v), values="> 0", companion=1.0)
+
+
+def _build(settings, context):
+    if settings.dynatemp_range is None or settings.dynatemp_range == 0:
+        return None
+    return DynamicTemperatureLogitsWarper(settings.temperature, settings.dynatemp_range,
+                                          DYNATEMP_EXPONENT.read(settings))
+
+
+DYNAMIC_TEMPERATURE = Sampler(
+    DynamicTemperatureLogitsWarper, stage=WARPER, build=_build, replaces="temperature",
+    knobs=(Knob("dynatemp_range", BEYOND, "entropy-scaled temperature in [T - range, T + range] (sampling)",
+                type=float, check=lambda name, v: check_dynatemp(v, DYNATEMP_EXPONENT.companion), values=">= 0"),
+           DYNATEMP_EXPONENT),
+    places={"vllm": "after temperature", "llama.cpp": "after temperature", "mlx": "after temperature"})

@@ -88,3 +88,24 @@ def check_mirostat(mirostat_tau, mirostat_eta) -> None:
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or value <= 0):
             raise ValueError(f"`{name}` must be a finite number > 0, but is {value!r}.")
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+MIROSTAT_ETA = Knob("mirostat_eta", BEYOND, "mirostat: the learning rate of mu", type=float,
+                    check=lambda name, v: check_mirostat(5.0, v), values="> 0", companion=0.1)
+
+
+def _build(settings, context):
+    if settings.mirostat_tau is None:
+        return None
+    return MirostatV2LogitsWarper(settings.mirostat_tau, MIROSTAT_ETA.read(settings))
+
+
+MIROSTAT = Sampler(
+    MirostatV2LogitsWarper, stage=WARPER, build=_build,
+    knobs=(Knob("mirostat_tau", BEYOND, "mirostat 2.0: the target surprise in bits (sampling)", type=float,
+                check=lambda name, v: check_mirostat(v, MIROSTAT_ETA.companion), values="> 0"),
+           MIROSTAT_ETA),
+    places={"vllm": LAST, "llama.cpp": LAST, "mlx": LAST})

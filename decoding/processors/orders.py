@@ -22,45 +22,73 @@ In every preset ``dynatemp_range`` takes the temperature's place, and watermarki
 ``renormalize_logits`` stay last. Samplers an engine lacks (top-n-sigma, XTC and mirostat in
 vLLM; top-n-sigma and mirostat in mlx-lm) are placed by us after that engine's own samplers,
 mirostat last.
+
+Only the engines' own processors are listed here (:data:`ENGINE_ORDERS`); each sampler beyond the
+reference declares its place in every preset where it is registered
+(``processors/beyond.py`` ``SAMPLERS``), and :func:`preset` inserts it there.
 """
 
 from __future__ import annotations
 
 from typing import Sequence, Union
 
+from ..declarations import FIRST, LAST, PENALTY, WARPER
 from .base import LogitsProcessorList
+from .beyond import SAMPLERS
 
 _FINISHERS = ["watermarking_config", "renormalize_logits"]
-# Samplers of `decoding` an engine does not have: placed after that engine's own samplers.
-_NOT_IN_ENGINE = ["top_n_sigma", "xtc_probability", "mirostat_tau"]
 
-ORDERS: dict[str, list[str]] = {
-    "hf": [
-        "guidance_scale", "sequence_bias", "encoder_repetition_penalty", "repetition_penalty",
-        "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
-        "prefix_allowed_tokens_fn", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-        "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
-        "presence_penalty", "frequency_penalty", "dry_multiplier", "logit_bias", "allowed_token_ids",
-        "dynatemp_range", "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff",
-        "eta_cutoff", "top_n_sigma", "xtc_probability", "mirostat_tau", *_FINISHERS,
-    ],
-    "vllm": [
-        "allowed_token_ids", "bad_words_ids", "min_length", "min_new_tokens", "logit_bias",
-        "repetition_penalty", "frequency_penalty", "presence_penalty",
-        "temperature", "dynatemp_range", "min_p", "top_k", "top_p",
-        *_NOT_IN_ENGINE, *_FINISHERS,
-    ],
-    "llama.cpp": [
-        "logit_bias", "repetition_penalty", "frequency_penalty", "presence_penalty", "dry_multiplier",
-        "top_n_sigma", "top_k", "typical_p", "top_p", "min_p", "xtc_probability",
-        "temperature", "dynatemp_range", "mirostat_tau", *_FINISHERS,
-    ],
-    "mlx": [
-        "logit_bias", "repetition_penalty", "presence_penalty", "frequency_penalty",
-        "top_p", "min_p", "xtc_probability", "top_k", "temperature", "dynatemp_range",
-        "top_n_sigma", "mirostat_tau", *_FINISHERS,
-    ],
+# The reference's build order (processors/pipeline.py): its processors, then its warpers.
+_HF_PROCESSORS = [
+    "guidance_scale", "sequence_bias", "encoder_repetition_penalty", "repetition_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens", "prefix_allowed_tokens_fn",
+    "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
+    "suppress_tokens", "begin_suppress_tokens",
+]
+_HF_WARPERS = ["temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"]
+
+# Each engine's own samplers, by the reference's keyword names, in the engine's order.
+ENGINE_ORDERS: dict[str, list[str]] = {
+    "vllm": ["bad_words_ids", "min_length", "min_new_tokens", "repetition_penalty", "temperature", "min_p", "top_k",
+             "top_p"],
+    "llama.cpp": ["repetition_penalty", "top_k", "typical_p", "top_p", "min_p", "temperature"],
+    "mlx": ["repetition_penalty", "top_p", "min_p", "top_k", "temperature"],
 }
+
+
+def _hf_order(samplers) -> list[str]:
+    """The default order: the reference's processors, the penalty samplers, then the warpers."""
+    penalties = [s.name for s in samplers if s.stage == PENALTY]
+    replacing = [s.name for s in samplers if s.stage == WARPER and s.replaces is not None]
+    warpers = [s.name for s in samplers if s.stage == WARPER and s.replaces is None]
+    return _HF_PROCESSORS + penalties + replacing + _HF_WARPERS + warpers + _FINISHERS
+
+
+def _engine_order(engine: str, samplers) -> list[str]:
+    """An engine's own order with each sampler inserted at the place it declares for that engine."""
+    placed = [(s.name, s.places.get(engine)) for s in samplers if s.places.get(engine) is not None]
+    names = [name for name, place in placed if place == FIRST] + ENGINE_ORDERS[engine]
+    pending = [(name, place.split()) for name, place in placed if place not in (FIRST, LAST)]
+    while pending:   # an anchor may be a sampler registered later: go round until every one is placed
+        waiting = []
+        for name, (where, anchor) in pending:
+            if anchor in names:
+                names.insert(names.index(anchor) + (where == "after"), name)
+            else:
+                waiting.append((name, (where, anchor)))
+        if len(waiting) == len(pending):
+            raise ValueError(f"preset {engine!r}: {[f'{n} {w} {a}' for n, (w, a) in waiting]} name processors "
+                             "that are not in the preset.")
+        pending = waiting
+    return names + [name for name, place in placed if place == LAST] + _FINISHERS
+
+
+def preset(engine: str, samplers=SAMPLERS) -> list[str]:
+    """The processor names of ``engine``'s order (``"hf"``, ``"vllm"``, ``"llama.cpp"`` or ``"mlx"``)."""
+    return _hf_order(samplers) if engine == "hf" else _engine_order(engine, samplers)
+
+
+ORDERS: dict[str, list[str]] = {engine: preset(engine) for engine in ("hf", *ENGINE_ORDERS)}
 
 
 def processor_name(processor) -> str:

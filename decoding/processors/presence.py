@@ -78,3 +78,32 @@ class FrequencyPenaltyLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         counts = generated_counts(input_ids, self.prompt_length, scores.shape[-1], scores.dtype)
         return scores - self.frequency_penalty * counts
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, PENALTY, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+
+def _build_presence(settings, context):
+    value = settings.presence_penalty
+    return None if value is None or value == 0 else PresencePenaltyLogitsProcessor(value, context.prompt_length)
+
+
+def _build_frequency(settings, context):
+    value = settings.frequency_penalty
+    return None if value is None or value == 0 else FrequencyPenaltyLogitsProcessor(value, context.prompt_length)
+
+
+PRESENCE_PENALTY = Sampler(
+    PresencePenaltyLogitsProcessor, stage=PENALTY, build=_build_presence,
+    knobs=(Knob("presence_penalty", BEYOND, "subtract it from the score of every token already generated "
+                "(OpenAI, vLLM; 0: off)", type=float, check=lambda name, v: check_penalty(name, v), values="[-2, 2]"),),
+    places={"vllm": "after frequency_penalty", "llama.cpp": "after frequency_penalty",
+            "mlx": "after repetition_penalty"})
+
+FREQUENCY_PENALTY = Sampler(
+    FrequencyPenaltyLogitsProcessor, stage=PENALTY, build=_build_frequency,
+    knobs=(Knob("frequency_penalty", BEYOND, "subtract it times the token's count among the generated tokens "
+                "(OpenAI, vLLM; 0: off)", type=float, check=lambda name, v: check_penalty(name, v), values="[-2, 2]"),),
+    places={"vllm": "after repetition_penalty", "llama.cpp": "after repetition_penalty",
+            "mlx": "after presence_penalty"})

@@ -46,3 +46,18 @@ class TopNSigmaLogitsWarper(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return scores.masked_fill(scores < self.threshold(scores), -float("inf"))
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+
+def _build(settings, context):
+    return None if settings.top_n_sigma is None else TopNSigmaLogitsWarper(settings.top_n_sigma)
+
+
+TOP_N_SIGMA = Sampler(
+    TopNSigmaLogitsWarper, stage=WARPER, build=_build,
+    knobs=(Knob("top_n_sigma", BEYOND, "keep the logits within n standard deviations of the largest (sampling)",
+                type=float, check=lambda name, v: TopNSigmaLogitsWarper(v), values="> 0"),),
+    places={"vllm": LAST, "llama.cpp": "before top_k", "mlx": LAST})

@@ -85,3 +85,26 @@ def check_xtc(xtc_probability, xtc_threshold) -> None:
             or not math.isfinite(xtc_threshold) or not 0.0 < xtc_threshold <= 0.5):
         raise ValueError(f"`xtc_threshold` must be a number in (0, 0.5] (above 0.5 at most one token can "
                          f"reach it, so XTC would never act), but is {xtc_threshold!r}.")
+
+
+# Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
+from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
+
+XTC_THRESHOLD = Knob("xtc_threshold", BEYOND, "XTC: the probability a top choice must reach", type=float,
+                     check=lambda name, v: check_xtc(0.0, v), values="(0, 0.5]", companion=0.1)
+
+
+def _build(settings, context):
+    if settings.xtc_probability is None or settings.xtc_probability == 0:
+        return None
+    return XTCLogitsWarper(settings.xtc_probability, XTC_THRESHOLD.read(settings), context.min_tokens_to_keep,
+                           seeds=context.seeds, prompt_length=context.prompt_length)
+
+
+XTC = Sampler(
+    XTCLogitsWarper, stage=WARPER, build=_build,
+    knobs=(Knob("xtc_probability", BEYOND, "XTC: how often to drop the top choices but the least likely one "
+                "(sampling)", type=float, check=lambda name, v: check_xtc(v, XTC_THRESHOLD.companion),
+                values="[0, 1]"),
+           XTC_THRESHOLD),
+    places={"vllm": LAST, "llama.cpp": "after min_p", "mlx": "after min_p"})
