@@ -2,8 +2,9 @@
 import cycle exists anywhere, deferred imports inside functions included.
 
 The intended order, lowest first, follows the data flow of docs/how-it-works.md: the leaves that
-import nothing of the package, then settings, inputs, the runner, the processors, validation, stopping,
-the strategies (their shared state, the prepared call, the families, the contract), the drop-in
+import nothing of the package (the check primitives among them), the declarations (what a knob and a
+sampler are), the runner, the processors (each sampler declares its own knobs), the table of knobs
+built from them, settings, inputs, validation, stopping, the strategies (their shared state, the prepared call, the families, the contract), the drop-in
 ``generate``, and the outer ring, which nothing inside imports.
 """
 
@@ -17,12 +18,13 @@ ROOT = pathlib.Path(decoding.__file__).parent
 # Lowest first. A module belongs to the first entry that equals it or is a package above it.
 LAYERS = [
     ["decoding.errors", "decoding.merge", "decoding.outputs", "decoding.scores", "decoding.seeding",
-     "decoding.streaming"],
+     "decoding.streaming", "decoding.checks"],
+    ["decoding.declarations"],
+    ["decoding.runner"],
+    ["decoding.processors"],
     ["decoding.knobs"],
     ["decoding.config"],
     ["decoding.inputs"],
-    ["decoding.runner"],
-    ["decoding.processors"],
     ["decoding.validation"],
     ["decoding.stopping"],
     ["decoding.strategies.state"],
