@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 
 import torch
 
+from ..declarations import BEYOND, FIRST, PENALTY, Knob, Sampler
 from .base import LogitsProcessor
 
 
@@ -99,7 +100,6 @@ def check_allowed_token_ids(allowed_token_ids) -> list[int]:
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, FIRST, PENALTY, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 
 def _build_logit_bias(settings, context):

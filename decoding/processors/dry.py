@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from ..declarations import BEYOND, PENALTY, Knob, Sampler
 from .base import LogitsProcessor
 
 # log(float32 max): base ** exponent is clamped below this, as llama.cpp does, so it never overflows.
@@ -188,7 +189,6 @@ def token_texts(tokenizer: Any) -> list[str]:
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, PENALTY, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 
 def _check_one(name, value) -> None:

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..declarations import BEYOND, WARPER, Knob, Sampler
 from .base import LogitsProcessor
 
 
@@ -73,7 +74,6 @@ def check_dynatemp(dynatemp_range, dynatemp_exponent) -> None:
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 DYNATEMP_EXPONENT = Knob("dynatemp_exponent", BEYOND, "dynamic temperature: the exponent of the relative entropy",
                          type=float, check=lambda name, v: check_dynatemp(0.0, v), values="> 0", companion=1.0)

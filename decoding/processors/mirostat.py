@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler
 from .base import LogitsProcessor, accept_missing
 
 _LN2 = math.log(2.0)
@@ -91,7 +92,6 @@ def check_mirostat(mirostat_tau, mirostat_eta) -> None:
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 MIROSTAT_ETA = Knob("mirostat_eta", BEYOND, "mirostat: the learning rate of mu", type=float,
                     check=lambda name, v: check_mirostat(5.0, v), values="> 0", companion=0.1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..declarations import BEYOND, PENALTY, Knob, Sampler
 from .base import LogitsProcessor
 
 
@@ -81,7 +82,6 @@ class FrequencyPenaltyLogitsProcessor(LogitsProcessor):
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, PENALTY, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 
 def _build_presence(settings, context):

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler
 from .base import LogitsProcessor
 
 
@@ -49,7 +50,6 @@ class TopNSigmaLogitsWarper(LogitsProcessor):
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 
 def _build(settings, context):

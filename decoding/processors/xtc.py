@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler
 from ..seeding import AUX_STREAM, row_generator
 from .base import LogitsProcessor
 
@@ -88,7 +89,6 @@ def check_xtc(xtc_probability, xtc_threshold) -> None:
 
 
 # Registration (listed in decoding/processors/beyond.py SAMPLERS): the knobs, the build, the places.
-from ..declarations import BEYOND, LAST, WARPER, Knob, Sampler  # noqa: E402 (kept in the registration block)
 
 XTC_THRESHOLD = Knob("xtc_threshold", BEYOND, "XTC: the probability a top choice must reach", type=float,
                      check=lambda name, v: check_xtc(0.0, v), values="(0, 0.5]", companion=0.1)
