@@ -1,7 +1,7 @@
 """Inputs: special tokens, the attention mask, left padding, row expansion and lengths.
 
-Each function does one step of the reference's preparation (``../shared/hf_generate.md`` section 0)
-so that the prompt reaching the runner is the one ``model.generate`` would build.
+Each function does one step of the reference's preparation (``GenerationMixin.generate`` in
+transformers 5.23, before its decoding loop) so that the prompt reaching the runner is the one ``model.generate`` would build.
 """
 
 from __future__ import annotations

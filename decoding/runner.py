@@ -83,7 +83,7 @@ class ModelRunner:
         self.max_length = max(max_length, prompt_len)
         self.prompt_length = prompt_len
         self.length = 0
-        # The reference drops an all-ones mask (and never passes one afterwards).
+        # reference quirk: an all-ones mask is never passed to the model (with SDPA a mask can change the last bits).
         self.pass_mask = not bool((attention_mask == 1).all())
         self._mask = attention_mask.to(self.device, copy=True)        # [rows, width >= length], grows
         self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)

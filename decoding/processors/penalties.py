@@ -93,7 +93,7 @@ class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
     name = "encoder_repetition_penalty"
 
     def __init__(self, penalty: float, encoder_input_ids: torch.LongTensor):
-        # the inverse is stored and then applied as CTRL's rule, as the reference does (same bits)
+        # reference quirk: the inverse is stored, then applied with the repetition penalty's rule (same bits).
         self.penalty = 1 / _check_penalty(penalty, "encoder_repetition_penalty")
         self.encoder_input_ids = encoder_input_ids
 

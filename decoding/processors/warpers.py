@@ -237,6 +237,7 @@ class EtaLogitsWarper(LogitsProcessor):
     def __init__(self, epsilon: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1,
                  device: str = "cpu"):
         epsilon = _check_unit(epsilon, "eta_cutoff", low_open=True, high_open=True, hint=" (0 disables it in generate)")
+        # reference quirk: epsilon is kept as a float32 tensor, so the cutoff rounds as there.
         self.epsilon = torch.tensor(epsilon, device=device)   # float32, as the reference keeps it
         self.filter_value = filter_value
         self.min_tokens_to_keep = _check_keep(min_tokens_to_keep)

@@ -20,8 +20,8 @@ sum divided by ``generated_length ** length_penalty``). One step:
    finished (max length).
 
 Then each prompt returns its ``num_return_sequences`` best finished hypotheses. docs/beam-search.md
-explains every rule with its formula; ``../shared/hf_generate.md`` section 4 is the reference's
-behaviour this reproduces (scores, ties and the ``-1e9`` "impossible" markers included).
+explains every rule with its formula; ``GenerationMixin._beam_search`` in transformers 5.23 is
+the behaviour this reproduces (scores, ties and the ``-1e9`` "impossible" markers included).
 
 Shapes: ``B`` prompts, ``N`` beams, ``K`` candidates, ``V`` vocabulary, ``P`` padded prompt length,
 ``W`` the width of the sequence buffers: at least ``length + 1`` during a step, doubled by
@@ -44,6 +44,7 @@ from ..state import StepOutputs
 
 # The reference's "impossible" score. It is *added* (never assigned), so a marked score keeps its
 # order among other marked scores, up to float32 rounding, exactly as in the reference.
+# reference quirk: ruled-out candidates get -1e9 added rather than -inf assigned; the order among them follows.
 IMPOSSIBLE = -1.0e9
 
 
@@ -85,6 +86,7 @@ class BeamConfig:
         The reference's rule: ``pad_token_id`` when eos is set and pad is a non-zero id; ``eos[0]``
         when eos is set and pad is None or 0; ``-1`` when there is no eos (even with a pad).
         """
+# reference quirk: the fill after a short hypothesis is pad if non-zero, else eos[0], and -1 without eos.
         if self.eos_token_ids is None:
             return -1
         if self.pad_token_id is not None and int(self.pad_token_id) != 0:

@@ -62,7 +62,7 @@ class BlockRunner:
         rows = prompt_mask.shape[0]
         self.mask = self.prompt_mask.new_zeros(rows, 0)              # [rows, slots] attention mask
         self.occupied = torch.zeros(rows, 0, dtype=torch.bool, device=self.device)
-        # The reference drops an all-ones prompt mask; once a hole appears we must pass it.
+        # reference quirk: an all-ones prompt mask is dropped; once a hole appears the mask must be passed.
         self.pass_mask = not bool((self.prompt_mask == 1).all())
         forward = getattr(model, "forward", model)
         self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(forward).parameters
