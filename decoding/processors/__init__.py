@@ -8,7 +8,7 @@ by family: ``penalties``, ``bans``, ``lengths``, ``warpers``, ``guidance``, ``wa
 from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcessor, NoRepeatNGramLogitsProcessor,
                    PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                    SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
-from .base import LogitsProcessor, LogitsProcessorList, Processor
+from .base import Capabilities, LogitsProcessor, LogitsProcessorList, Processor, capabilities
 from .guidance import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from .lengths import (ExponentialDecayLengthPenalty, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
                       MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor)
@@ -33,7 +33,8 @@ REFERENCE_PROCESSORS = (
 )
 
 __all__ = [
-    "LogitsProcessor", "LogitsProcessorList", "Processor", "PipelineContext", "build_pipeline",
+    "LogitsProcessor", "LogitsProcessorList", "Processor", "Capabilities", "capabilities", "PipelineContext",
+    "build_pipeline",
     "REFERENCE_PROCESSORS", *(cls.__name__ for cls in REFERENCE_PROCESSORS),
 ]
 
