@@ -114,3 +114,31 @@ def test_cot_decoding_reads_the_prompt_once():
     finally:
         hook.remove()
     assert widths == [ids.shape] + [(2 * 3, 1)] * 3
+
+
+def slow_greedy(model, ids, mask, steps):
+    """Greedy the obvious way: a full forward over the whole sequences at every step (no cache), positions
+    counted from each row's first real token, pad written after a row's eos."""
+    sequences, mask, ended = ids, mask, torch.zeros(ids.shape[0], dtype=torch.bool)
+    for _ in range(steps):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits[:, -1]
+        token = torch.where(ended, PAD, logits.argmax(-1))
+        sequences = torch.cat([sequences, token[:, None]], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        ended |= token == EOS
+        if ended.all():
+            break
+    return sequences
+
+
+@settings(max_examples=12)
+@given(arch=st.sampled_from(sorted(ARCHITECTURES)), batch=st.integers(1, 3), seed=st.integers(0, 10_000),
+       steps=st.integers(1, 8))
+def test_the_students_greedy_loop_equals_full_forward_greedy(arch, batch, seed, steps):
+    model, greedy = tiny_model(arch), example("plain_greedy").greedy
+    ids, mask = prompts(batch, seed)
+    ours = decoding.generate(model, ids, attention_mask=mask, strategy=greedy, max_new_tokens=steps,
+                             eos_token_id=EOS, pad_token_id=PAD)
+    assert torch.equal(ours, slow_greedy(model, ids, mask, steps))
