@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .config import CONFIG_FIELDS
 from .declarations import BEYOND, literal
-from .knobs import KNOBS
+from .knobs import KNOBS, REFUSED
 
 #: Generation fields that are not flags (their knob says ``flag=False``): they change what ``generate``
 #: returns (the CLI prints text; ``--compare`` reports scores) or take an object a command line cannot express.
@@ -95,7 +95,13 @@ def _add_common(parser: argparse.ArgumentParser) -> list[str]:
                 "generation config decides" if not groups else None)
         groups[group].add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
                                    **_flag_spec(name))
-    return names
+    # The reference's keywords decoding does not implement: accepted as (hidden) flags and passed on, so
+    # that the answer is generate's NotImplementedError naming the keyword, not "unrecognized arguments".
+    refused = [name for name in REFUSED if name not in names and name not in _OWN_OPTIONS]
+    for name in refused:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, type=literal,
+                            help=argparse.SUPPRESS)
+    return names + refused
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from decoding.outputs import GenerateOutput
 
 def best_of_n(call):
     """``[batch, length]``: each prompt's most likely of its ``num_return_sequences`` samples."""
-    runner, state = call.new_runner(), call.new_state()
+    runner, state = call.new_runner(), call.new_state(stream=False)       # streams its answer at the end
     choose, log_prob = call.chooser(state), torch.zeros(call.rows)
     call.processors.reset()
     logits = runner.prefill(call.input_ids)
@@ -35,6 +35,7 @@ def best_of_n(call):
     n = call.settings.num_return_sequences
     best = log_prob.view(-1, n).argmax(dim=1) + torch.arange(0, call.rows, n)      # [batch] row indices
     out = call.finish(state, runner)
+    call.stream_result(out.sequences[best])
     return GenerateOutput(sequences=out.sequences[best], past_key_values=out.past_key_values,
                           trace={"log_probs": log_prob.view(-1, n), "best": best})
 

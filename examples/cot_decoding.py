@@ -32,7 +32,7 @@ def cot_decoding(call, k=5):
     runner.repeat(k)                                                          # rows r, r, .. (k times): one prefill
     context = dataclasses.replace(call.context, attention_mask=call.attention_mask.repeat_interleave(k, dim=0))
     processors = build_pipeline(call.settings, context)
-    state = call.new_state(call.input_ids.repeat_interleave(k, dim=0))
+    state = call.new_state(call.input_ids.repeat_interleave(k, dim=0), stream=False)   # streams its answer at the end
     tokens = state.append(first.reshape(-1))
     margin, counted = torch.zeros(rows * k), torch.zeros(rows * k)
     while not state.done:
@@ -45,6 +45,7 @@ def cot_decoding(call, k=5):
     margin = (margin / counted.clamp(min=1)).view(rows, k)
     best = margin.argmax(dim=1) + torch.arange(0, rows * k, k)                # [rows] branch rows
     out = call.finish(state, runner)
+    call.stream_result(out.sequences[best])
     return GenerateOutput(sequences=out.sequences[best], past_key_values=out.past_key_values,
                           trace={"margins": margin, "first_tokens": first})
 

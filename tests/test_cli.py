@@ -114,3 +114,20 @@ def test_a_strategy_from_a_file_runs_and_compares_with_the_reference(builtin_dir
 def test_a_bad_strategy_spec_is_a_clear_error(spec, error):
     with pytest.raises(error, match="strategy|no_such_module_x"):
         cli.load_strategy(spec)
+
+
+def test_a_branching_strategy_streams_its_answer(builtin_dir, capsys):
+    status = cli.main(["generate", "What is the capital of France?", "--model", str(builtin_dir), "--strategy",
+                       str(ROOT / "examples" / "cot_decoding.py") + ":cot_decoding", "--max-new-tokens", "12"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert "Paris" in out.out
+
+
+def test_a_keyword_decoding_does_not_implement_is_refused_by_name(capsys):
+    status = cli.main(["generate", "hi", "--model", "/nonexistent/never-loaded", "--penalty-alpha", "0.6"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == cli.EXIT_ERROR
+    assert "unrecognized" not in " ".join(err)
+    args = cli.build_parser().parse_args(["generate", "hi", "--penalty-alpha", "0.6", "--top-k", "4"])
+    assert {n: getattr(args, n) for n in args.generation_names if hasattr(args, n)} == dict(penalty_alpha=0.6, top_k=4)

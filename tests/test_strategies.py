@@ -209,3 +209,35 @@ def test_compare_checks_a_strategy_against_the_reference():
 def test_a_sequence_state_is_a_valid_result_for_the_contract():
     call = prepare_call(tiny_model("llama"), torch.tensor([[1, 5, 6]]), max_new_tokens=2)
     assert isinstance(call.new_state(), SequenceState)
+
+
+def test_a_strategy_over_other_rows_streams_its_result_at_the_end():
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 9)
+
+    def branches_then_first(call):
+        runner, state = call.new_runner(), call.new_state(call.input_ids.repeat_interleave(2, 0), stream=False)
+        logits = runner.prefill(call.input_ids).repeat_interleave(2, 0)
+        runner.repeat(2)
+        while not state.done:
+            tokens = state.append(logits.argmax(-1))
+            logits = runner.step(tokens)
+        out = call.finish(state, runner)
+        call.stream_result(out.sequences[::2])
+        return out.__class__(sequences=out.sequences[::2])
+
+    class Recorder:
+        def __init__(self):
+            self.puts, self.ended = [], False
+
+        def put(self, value):
+            self.puts.append(value)
+
+        def end(self):
+            self.ended = True
+
+    streamer = Recorder()
+    out = decoding.generate(model, ids, attention_mask=mask, strategy=branches_then_first, max_new_tokens=4,
+                            streamer=streamer, eos_token_id=None, pad_token_id=PAD)
+    assert streamer.ended and torch.equal(streamer.puts[0], ids)
+    assert torch.equal(torch.stack(streamer.puts[1:], 1), out[:, ids.shape[1]:])

@@ -93,18 +93,30 @@ class PreparedCall:
         options.update(overrides)
         return ModelRunner(self.model, self.attention_mask, self.max_length, **options)
 
-    def new_state(self, prompt_ids: Optional[torch.LongTensor] = None) -> SequenceState:
+    def new_state(self, prompt_ids: Optional[torch.LongTensor] = None, stream: bool = True) -> SequenceState:
         """Sequences, done flags, recorded outputs and streaming for ``prompt_ids`` (default: the call's).
 
-        The state is also what ``GenerationInterrupted.partial`` reads if the loop fails.
+        The state is also what ``GenerationInterrupted.partial`` reads if the loop fails. ``stream=False``:
+        the streamer gets nothing from this state (a loop over other rows than the call's, such as k
+        branches per prompt, streams its answer at the end with :meth:`stream_result`).
         """
         prompt_ids = self.input_ids if prompt_ids is None else prompt_ids
-        state = SequenceState(prompt_ids, self.criteria, self.pad, self.streamer,
+        state = SequenceState(prompt_ids, self.criteria, self.pad, self.streamer if stream else None,
                               output_scores=self.wants("scores"), output_logits=self.wants("logits"),
                               output_attentions=self.wants("attentions"),
                               output_hidden_states=self.wants("hidden_states"), capacity=self.prompt_length + 1)
         self.keep_partial(lambda: state.sequences.clone())
         return state
+
+    def stream_result(self, sequences: torch.LongTensor) -> None:
+        """Stream a result known only at the end (``[rows, length]``, prompt first), as a plain streamer
+        expects it: the prompt, then one ``[rows]`` put per new position, then ``end()``."""
+        if self.streamer is None:
+            return
+        self.streamer.put(sequences[:, :self.prompt_length].cpu())
+        for position in range(self.prompt_length, sequences.shape[1]):
+            self.streamer.put(sequences[:, position].cpu())
+        self.streamer.end()
 
     def chooser(self, state: SequenceState) -> Chooser:
         """How each row's token is picked: argmax (greedy), multinomial, or the seeded draw with ``seed=``."""
