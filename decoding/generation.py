@@ -62,6 +62,8 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, attention
         NotImplementedError: a knob of the reference this version does not implement.
         GenerationInterrupted: an error or Ctrl-C during the loop; ``.partial`` keeps the tokens so far.
     """
+    if strategy is not None and custom_generate is not None:
+        raise ValueError("both strategy= and custom_generate= were given; pass one of them (docs/strategies.md).")
     custom = split_custom_keywords(custom_generate, kwargs)
     call = prepare_call(model, input_ids, attention_mask, **kwargs)
     if custom_generate is not None:

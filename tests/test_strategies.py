@@ -174,6 +174,12 @@ def test_a_custom_generate_callable_runs_as_in_the_reference(arch):
     assert not torch.equal(ours, decoding.generate(model, ids, **dict(kwargs, bonus=0.0)))
 
 
+def test_strategy_and_custom_generate_together_are_refused():
+    with pytest.raises(ValueError, match="one of them"):
+        decoding.generate(tiny_model("llama"), torch.tensor([[1, 5, 6]]), strategy=student_greedy,
+                          custom_generate=reference_style_greedy)
+
+
 def test_custom_generate_from_a_repository_is_refused_clearly():
     with pytest.raises(NotImplementedError, match="custom_generate"):
         decoding.generate(tiny_model("llama"), torch.tensor([[1, 5, 6]]), custom_generate="someone/some-repo")
