@@ -34,7 +34,8 @@ def _vocab_width(model: Any) -> Optional[int]:
 
 
 @torch.no_grad()
-def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, attention_mask: Optional[torch.LongTensor] = None,
+def generate(model: Any, input_ids: Optional[torch.LongTensor] = None,
+             attention_mask: Optional[torch.LongTensor] = None,
              *, strategy: Any = None, custom_generate: Any = None, **kwargs: Any):
     """Generate tokens exactly as ``model.generate(input_ids, attention_mask=..., **kwargs)`` would.
 
@@ -82,7 +83,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None,
                  negative_prompt_attention_mask: Optional[torch.LongTensor] = None, past_key_values: Any = None,
                  seed: Any = None, order: Any = None, output_beam_tree: bool = False,
                  **kwargs: Any) -> PreparedCall:
-    """Resolve and check the arguments of :func:`generate` and build everything a strategy gets, without running the model.
+    """Resolve and check the arguments of :func:`generate`; build what a strategy gets, without running the model.
 
     ``generate`` and ``decoding.pipeline`` both go through here, so the pipeline one shows is the
     one the other runs.

@@ -1,7 +1,8 @@
 """Inputs: special tokens, the attention mask, left padding, row expansion and lengths.
 
 Each function does one step of the reference's preparation (``GenerationMixin.generate`` in
-transformers 5.23, before its decoding loop) so that the prompt reaching the runner is the one ``model.generate`` would build.
+transformers 5.23, before its decoding loop), so that the prompt reaching the runner is the one
+``model.generate`` would build.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class ModelRunner:
         self.max_length = max(max_length, prompt_len)
         self.prompt_length = prompt_len
         self.length = 0
-        # reference quirk: an all-ones mask is never passed to the model (with SDPA a mask can change the last bits).
+        # reference quirk: an all-ones mask is never passed to the model (with SDPA it can change the last bits).
         self.pass_mask = not bool((attention_mask == 1).all())
         self._mask = attention_mask.to(self.device, copy=True)        # [rows, width >= length], grows
         self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)
@@ -157,13 +157,28 @@ class ModelRunner:
     def select(self, rows: torch.Tensor) -> None:
         """Keep the rows ``rows`` (``[k]`` int32 or int64), in that order: new row ``i`` continues old
         row ``rows[i]``. ``k`` may differ from the current row count, and a row may appear twice.
-
-        The cache goes through the model's own ``_reorder_cache`` where it has one (as the reference
-        does in beam search), else ``cache.reorder_cache``: an ``index_select`` along the batch that
-        every transformers cache layer implements, quantized and linear-attention ones included
-        (``batch_select_indices`` would move only part of their state).
+        The cache (or, without one, the token history), the mask and the positions all follow.
         """
         rows = rows.to(device=self.device, dtype=torch.long)
+        self._select_history(rows)
+        self._mask = self._mask.index_select(0, rows)
+        self._prompt_positions = self._prompt_positions.index_select(0, rows)
+        self._last_position = self._last_position.index_select(0, rows)
+
+    def reorder(self, beam_rows: torch.Tensor) -> None:
+        """Make row ``r`` continue the history of row ``beam_rows[r]`` (beam search, every step).
+
+        ``beam_rows``: ``[rows]`` int32 or int64. Only the cache (or the token history) moves: the mask
+        and the positions are per row and equal for the rows of one prompt, and beam search only moves
+        rows within a prompt, so :meth:`select`'s three other copies would change nothing.
+        """
+        self._select_history(beam_rows.to(self.device))
+
+    def _select_history(self, rows: torch.Tensor) -> None:
+        """The cache goes through the model's own ``_reorder_cache`` where it has one (as the reference
+        does in beam search), else ``cache.reorder_cache``: an ``index_select`` along the batch that
+        every transformers cache layer implements, quantized and linear-attention ones included
+        (``batch_select_indices`` would move only part of their state)."""
         if self.use_cache:
             if hasattr(self.model, "_reorder_cache"):
                 self.cache = self.model._reorder_cache(self.cache, rows)
@@ -171,14 +186,6 @@ class ModelRunner:
                 self.cache.reorder_cache(rows)
         elif self._tokens is not None:
             self._tokens = self._tokens.index_select(0, rows)
-        self._mask = self._mask.index_select(0, rows)
-        self._prompt_positions = self._prompt_positions.index_select(0, rows)
-        self._last_position = self._last_position.index_select(0, rows)
-
-    def reorder(self, beam_rows: torch.Tensor) -> None:
-        """Make row ``r`` continue the history of row ``beam_rows[r]`` (beam search): :meth:`select`
-        with as many rows as before. ``beam_rows``: ``[rows]`` int32 or int64."""
-        self.select(beam_rows)
 
     def repeat(self, k: int) -> None:
         """Repeat each row ``k`` times in place: rows ``r0, r0, .., r1, r1, ..`` (like ``repeat_interleave``),

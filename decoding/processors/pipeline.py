@@ -127,7 +127,7 @@ def _processors(settings, context: PipelineContext) -> list[ProcessorFn]:
         processors.append(EncoderNoRepeatNGramLogitsProcessor(s.encoder_no_repeat_ngram_size, c.prompt_ids))
     if s.bad_words_ids is not None:
         processors.append(NoBadWordsLogitsProcessor(s.bad_words_ids, eos))
-# reference quirk: min_new_tokens (even 0) rewrites min_length as min_new_tokens + prompt length.
+    # reference quirk: min_new_tokens (even 0) rewrites min_length as min_new_tokens + prompt length.
     min_length = s.min_length if s.min_new_tokens is None else s.min_new_tokens + c.prompt_length
     if min_length is not None and eos is not None and min_length > 0:
         processors.append(MinLengthLogitsProcessor(min_length, eos, device=c.device))
@@ -149,7 +149,7 @@ def _processors(settings, context: PipelineContext) -> list[ProcessorFn]:
         processors.append(SuppressTokensLogitsProcessor(s.suppress_tokens, device=c.device))
     if s.begin_suppress_tokens is not None:
         begin_index = c.prompt_length
-# reference quirk: a one-token prompt with forced_bos_token_id moves the suppression one step later.
+        # reference quirk: a one-token prompt with forced_bos_token_id moves the suppression one step later.
         if c.prompt_length == 1 and s.forced_bos_token_id is not None:
             begin_index += 1
         processors.append(SuppressTokensAtBeginLogitsProcessor(s.begin_suppress_tokens, begin_index, device=c.device))

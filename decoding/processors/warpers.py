@@ -238,7 +238,7 @@ class EtaLogitsWarper(LogitsProcessor):
                  device: str = "cpu"):
         epsilon = _check_unit(epsilon, "eta_cutoff", low_open=True, high_open=True, hint=" (0 disables it in generate)")
         # reference quirk: epsilon is kept as a float32 tensor, so the cutoff rounds as there.
-        self.epsilon = torch.tensor(epsilon, device=device)   # float32, as the reference keeps it
+        self.epsilon = torch.tensor(epsilon, device=device)
         self.filter_value = filter_value
         self.min_tokens_to_keep = _check_keep(min_tokens_to_keep)
 

@@ -30,7 +30,7 @@ def multinomial(scores: torch.FloatTensor) -> torch.LongTensor:
     ``scores``: ``[rows, vocab]`` float32 -> ``[rows]`` int64. One call for the whole batch, finished
     rows included, so the random stream advances exactly as in ``model.generate``.
     """
-# reference quirk: finished rows draw too, so the random stream advances as the reference's.
+    # reference quirk: finished rows draw too, so the random stream advances as the reference's.
     probs = torch.softmax(scores, dim=-1)
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 

@@ -71,7 +71,7 @@ class SequenceState(StepOutputs):
         self.length = prompt_len
         self.prompt_length = prompt_len
         self.criteria = criteria
-# reference quirk: finished rows are padded only when some criterion has an eos_token_id (user criteria included).
+        # reference quirk: finished rows are padded only when some criterion (a user's too) has an eos_token_id.
         self.pad_token_id = pad_token_id if criteria.pads_finished_rows else None
         self.streamer = streamer
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=prompt_ids.device)

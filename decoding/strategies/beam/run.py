@@ -1,8 +1,8 @@
 """Beam search's entry in the strategy table, ``run(call) -> GenerateOutput``, and the beam arguments' checks.
 
 :func:`check_beam_arguments` runs for every call (a beam streamer or ``output_beam_tree`` without
-beams is an error too). :func:`run` runs the loop of :mod:`.search` with the optional extras (recorded outputs, the search
-tree, streaming) and builds what the reference returns.
+beams is an error too). :func:`run` runs the loop of :mod:`.search` with the optional extras
+(recorded outputs, the search tree, streaming) and builds what the reference returns.
 """
 
 from __future__ import annotations

@@ -42,9 +42,7 @@ from ...runner import ModelRunner, widened
 from ...stopping import StoppingCriteriaList
 from ..state import StepOutputs
 
-# The reference's "impossible" score. It is *added* (never assigned), so a marked score keeps its
-# order among other marked scores, up to float32 rounding, exactly as in the reference.
-# reference quirk: ruled-out candidates get -1e9 added rather than -inf assigned; the order among them follows.
+# reference quirk: ruled-out candidates get -1e9 added, not -inf assigned (their order survives, up to rounding).
 IMPOSSIBLE = -1.0e9
 
 
@@ -86,7 +84,7 @@ class BeamConfig:
         The reference's rule: ``pad_token_id`` when eos is set and pad is a non-zero id; ``eos[0]``
         when eos is set and pad is None or 0; ``-1`` when there is no eos (even with a pad).
         """
-# reference quirk: the fill after a short hypothesis is pad if non-zero, else eos[0], and -1 without eos.
+        # reference quirk: the fill after a short hypothesis is pad if non-zero, else eos[0], and -1 without eos.
         if self.eos_token_ids is None:
             return -1
         if self.pad_token_id is not None and int(self.pad_token_id) != 0:

@@ -190,7 +190,7 @@ class DraftModel(Drafter):
         """The mask the reference's assistant infers from the whole sequence (None when all ones)."""
         if self.infer_mask_pad is None:
             return None
-# reference quirk: at batch size 1 the assistant infers its mask from the whole sequence, masking pad-id tokens.
+        # reference quirk: at batch size 1 the assistant infers its mask from the sequence, masking pad-id tokens.
         pad, eos = self.infer_mask_pad
         mask = infer_attention_mask(sequences.aligned(), pad, eos)
         return None if bool((mask == 1).all()) else mask
@@ -203,7 +203,7 @@ class DraftModel(Drafter):
                 self.num_tokens = max(1, self.num_tokens - 1)
 
     def finish(self) -> None:
-# reference quirk: the heuristic schedule's last value is written back to the drafting model's generation_config.
+        # reference quirk: the heuristic schedule's last value is written back to the drafter's generation_config.
         if self.schedule == "heuristic" and self.write_back is not None:
             self.write_back.num_assistant_tokens = self.num_tokens
 
@@ -323,6 +323,6 @@ def draft_pipeline(settings: Any, context: Any, target_processors: LogitsProcess
     temperature, top-k and top-p twice. Copying that keeps the draft's draws, and so the tokens, equal
     to the reference's; the acceptance rule is exact whatever the draft's distribution is.
     """
-# reference quirk: the draft applies the target's pipeline and then the sampling warpers again (twice when sampling).
+    # reference quirk: the draft applies the target's pipeline, then the sampling warpers a second time.
     user = [p for p in target_processors if type(p).__name__ != "MinLengthLogitsProcessor"]
     return build_pipeline(settings, context, user)
