@@ -26,6 +26,19 @@ def student_greedy(call):
         logits = runner.step(tokens)
 
 
+class Recorder:
+    """A plain streamer that keeps what it is given."""
+
+    def __init__(self):
+        self.puts, self.ended = [], False
+
+    def put(self, value):
+        self.puts.append(value)
+
+    def end(self):
+        self.ended = True
+
+
 def with_chooser(call):
     """The built-in loop with the call's chooser, returning the state (the contract finishes it)."""
     runner, state = call.new_runner(), call.new_state()
@@ -63,16 +76,6 @@ def test_a_strategy_returning_its_state_samples_as_model_generate(arch, batch, s
 def test_a_strategy_gets_the_streamer_and_per_row_seeds():
     model = tiny_model("llama")
     ids, mask = prompts(2, 5)
-
-    class Recorder:
-        def __init__(self):
-            self.puts, self.ended = [], False
-
-        def put(self, value):
-            self.puts.append(value)
-
-        def end(self):
-            self.ended = True
 
     streamer = Recorder()
     ours = decoding.generate(model, ids, strategy=with_chooser, attention_mask=mask, max_new_tokens=6,
@@ -231,16 +234,6 @@ def test_a_strategy_over_other_rows_streams_its_result_at_the_end():
         out = call.finish(state, runner)
         call.stream_result(out.sequences[::2])
         return out.__class__(sequences=out.sequences[::2])
-
-    class Recorder:
-        def __init__(self):
-            self.puts, self.ended = [], False
-
-        def put(self, value):
-            self.puts.append(value)
-
-        def end(self):
-            self.ended = True
 
     streamer = Recorder()
     out = decoding.generate(model, ids, attention_mask=mask, strategy=branches_then_first, max_new_tokens=4,
