@@ -264,3 +264,12 @@ def test_a_model_s_own_reorder_cache_is_used():
     shadow.select(torch.tensor([3, 0]))
     assert model.calls == [[0, 0, 1, 1], [3, 0]]
     check_next_step(model, runner, shadow, generator)
+
+
+def test_the_runner_records_no_autograd_graph_outside_generate():
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 4)
+    runner = ModelRunner(model, mask, ids.shape[1] + 2)
+    logits = runner.prefill(ids)
+    assert not logits.requires_grad
+    assert not runner.step(logits.argmax(-1)).requires_grad
