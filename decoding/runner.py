@@ -28,7 +28,8 @@ import inspect
 from typing import Any, Optional
 
 import torch
-from transformers import DynamicCache
+
+from .versions import new_dynamic_cache
 
 
 def model_device(model: Any) -> torch.device:
@@ -99,7 +100,7 @@ class ModelRunner:
             self.cache = cache
         elif use_cache:
             config = model.config.get_text_config(decoder=True)
-            self.cache = DynamicCache(config=config)
+            self.cache = new_dynamic_cache(config)
         else:
             self.cache = None
         if croppable and self.cache is not None and hasattr(self.cache, "activate_past_recording"):

@@ -30,12 +30,14 @@ import torch
 from transformers import DynamicCache
 
 from ...runner import model_device
+from ...versions import new_dynamic_cache
 
 
 def new_cache(model: Any) -> DynamicCache:
     """A ``DynamicCache`` for ``model``'s (current) text config, ready to be cropped."""
-    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    cache.activate_past_recording()  # sliding-window layers need it before they can be cropped
+    cache = new_dynamic_cache(model.config.get_text_config(decoder=True))
+    if hasattr(cache, "activate_past_recording"):
+        cache.activate_past_recording()  # sliding-window layers need it before they can be cropped
     return cache
 
 
