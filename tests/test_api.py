@@ -36,6 +36,7 @@ def test_the_documented_module_paths_work():
     assert decoding.comparison.Comparison is decoding.Comparison
     assert callable(decoding.strategies.contract.run_strategy)
     assert decoding.strategies.call.PreparedCall is decoding.strategies.PreparedCall
+    assert decoding.score is decoding.insight.scoring.score is decoding.insight.score
 
 
 @pytest.mark.parametrize("package", ["decoding.strategies", "decoding.processors", "decoding.stopping",
