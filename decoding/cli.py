@@ -64,7 +64,10 @@ def generation_flag_names(parser_options: Sequence[str] = ()) -> list[str]:
 
 
 _OWN_OPTIONS = ("model", "quantization", "device", "dtype", "seed", "compare", "strategy", "verbose", "raw",
-                "message", "system", "merge_system", "prompt", "command")
+                "message", "system", "merge_system", "prompt", "command", "logprobs", "json", "show_pipeline")
+
+#: How many alternatives ``--json`` records per token when ``--logprobs`` does not say.
+JSON_TOP = 5
 
 
 def _add_common(parser: argparse.ArgumentParser) -> list[str]:
@@ -118,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--raw", action="store_true",
                      help="no chat template: the prompt is tokenizer(PROMPT) and the model continues the text "
                           "(the default when the tokenizer has no chat template)")
+    gen.add_argument("--logprobs", type=_non_negative, default=None, metavar="K",
+                     help="after the answer, print each new token with its probability (under the distribution it "
+                          "was chosen from, and the model's raw one) and the top K alternatives")
+    gen.add_argument("--json", default=None, metavar="PATH",
+                     help="write the whole result as JSON to PATH ('-': stdout): prompt, ids, text, and per token its "
+                          "probabilities and top alternatives (--logprobs K of them, else %d)" % JSON_TOP)
+    gen.add_argument("--show-pipeline", action="store_true",
+                     help="print the processors the call will apply, in order, to stderr before generating")
     gen.set_defaults(generation_names=_add_common(gen))
     chat = commands.add_parser("chat", help="chat: interactive with history, or one-shot with --message",
                                description="Chat with the model. Without --message: interactive; type /reset to "
@@ -159,6 +170,13 @@ def load_strategy(spec: str) -> Callable:
     return function
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _say(message: str) -> None:
     print(f"[decoding] {message}", file=sys.stderr, flush=True)
 
@@ -188,7 +206,7 @@ class _Session:
         import torch
 
         from .comparison import compare
-        from .generation import generate
+        from .generation import generate, pipeline
         from .runner import model_device
         from .streaming import TextStreamer
 
@@ -197,24 +215,116 @@ class _Session:
         streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         if "stop_strings" in kwargs or "dry_sequence_breakers" in kwargs:   # texts need the tokenizer
             kwargs = dict(kwargs, tokenizer=self.tokenizer)
+        if getattr(self.args, "show_pipeline", False):
+            show_pipeline(pipeline(self.model, input_ids, attention_mask=attention_mask, **kwargs))
+        wants_scores = getattr(self.args, "logprobs", None) is not None or getattr(self.args, "json", None) is not None
+        if wants_scores:   # per-step scores and raw logits for --logprobs / --json
+            kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True, output_logits=True)
         prompt_length = input_ids.shape[1]
+        self.output = None
         if self.args.compare:
             seed = 0 if self.args.seed is None else self.args.seed
             _say("running model.generate first (not streamed), then decoding.generate (streamed) ...")
             result = compare(self.model, input_ids, seed=seed, attention_mask=attention_mask, streamer=streamer,
                              **kwargs)
             print(f"compare with model.generate (seed {seed}): {result.summary()}", flush=True)
+            self.output = result.ours
             return result.ours.sequences[0, prompt_length:], result.identical
         if self.args.seed is not None:
             torch.manual_seed(self.args.seed)
         started = time.perf_counter()
-        sequences = generate(self.model, input_ids, attention_mask=attention_mask, streamer=streamer, **kwargs)
+        out = generate(self.model, input_ids, attention_mask=attention_mask, streamer=streamer, **kwargs)
         elapsed = time.perf_counter() - started
+        sequences = out.sequences if wants_scores else out
+        self.output = out if wants_scores else None
         new = sequences[0, prompt_length:]
         if self.args.verbose and len(new):
             _say(f"{len(new)} new tokens in {elapsed:.2f} s ({1000 * elapsed / len(new):.1f} ms/token, prefill "
                  f"of {prompt_length} tokens included)")
         return new, True
+
+
+def show_pipeline(processors: Sequence[Any]) -> None:
+    """Print the processors a call applies, one per line in order, to stderr (``--show-pipeline``)."""
+    if not processors:
+        _say("pipeline: no processors (the model's logits are used as they are)")
+        return
+    _say(f"pipeline ({len(processors)} processor(s), applied in this order):")
+    for number, processor in enumerate(processors, 1):
+        print(f"  {number}. {processor!r}", file=sys.stderr, flush=True)
+
+
+def token_records(output: Any, tokenizer: Any, prompt_length: int, top: int) -> list[dict[str, Any]]:
+    """Row 0's new tokens with their probabilities: ``[{"id", "text", "prob", "logprob", "raw_prob", "top"}]``.
+
+    ``prob`` is the token's probability under the distribution it was chosen from (the softmax of
+    the processed scores of its step), ``raw_prob`` under the model's own logits; ``top`` holds the
+    ``top`` most probable tokens of that distribution, ``{"id", "text", "prob"}`` each. With beams,
+    each step's scores are read from the beam the returned sequence came from (``beam_indices``).
+    """
+    import torch
+
+    beam_indices = getattr(output, "beam_indices", None)
+    records = []
+    for step, scores in enumerate(output.scores):
+        column = prompt_length + step
+        if column >= output.sequences.shape[1]:
+            break
+        row = 0 if beam_indices is None else int(beam_indices[0, step])
+        if row < 0:   # the hypothesis ended before this step
+            break
+        token = int(output.sequences[0, column])
+        probs = torch.softmax(scores[row].float(), dim=-1)
+        logits = getattr(output, "logits", None)
+        raw = torch.softmax(logits[step][row].float(), dim=-1)[token].item() if logits else None
+        values, ids = probs.topk(min(top, probs.shape[-1]))
+        records.append({
+            "id": token, "text": tokenizer.decode([token]), "prob": probs[token].item(),
+            "logprob": torch.log(probs[token]).item(), "raw_prob": raw,
+            "top": [{"id": int(i), "text": tokenizer.decode([int(i)]), "prob": v.item()}
+                    for v, i in zip(values, ids) if v > 0]})
+    return records
+
+
+def logprob_lines(tokens: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``--logprobs`` table: one line per token, its probabilities, then its alternatives."""
+    import json
+
+    def quoted(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+
+    width = max([len(quoted(t["text"])) for t in tokens] + [5])
+    lines = [f"{'step':>4}  {'token':<{width}}  {'p':>6}  {'raw p':>6}  top alternatives"]
+    for step, t in enumerate(tokens):
+        raw = "" if t["raw_prob"] is None else f"{t['raw_prob']:.4f}"
+        alternatives = "  ".join(f"{quoted(a['text'])} {a['prob']:.4f}" for a in t["top"])
+        lines.append(f"{step:>4}  {quoted(t['text']):<{width}}  {t['prob']:.4f}  {raw:>6}  {alternatives}")
+    return lines
+
+
+def write_json(path: str, prompt: str, prompt_ids: list[int], output: Any, tokenizer: Any,
+               tokens: list[dict[str, Any]], kwargs: dict[str, Any], identical: Optional[bool]) -> None:
+    """``--json``: the whole result as one JSON object, to ``path`` (``-``: stdout)."""
+    import json
+
+    new = [t["id"] for t in tokens]
+    sequences_scores = getattr(output, "sequences_scores", None)
+    result = {
+        "prompt": prompt, "prompt_ids": prompt_ids, "new_ids": new,
+        "text": tokenizer.decode(new, skip_special_tokens=True),
+        "sequences": output.sequences.tolist(),
+        "sequence_score": None if sequences_scores is None else float(sequences_scores[0]),
+        "total_logprob": sum(t["logprob"] for t in tokens),
+        "tokens": tokens,
+        "settings": {k: v for k, v in kwargs.items() if isinstance(v, (bool, int, float, str, list, type(None)))},
+        "identical_to_reference": identical,
+    }
+    text = json.dumps(result, ensure_ascii=False, indent=1, allow_nan=False, default=str)
+    if path == "-":
+        print(text, flush=True)
+    else:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
 
 
 def _generate_command(session: _Session) -> int:
@@ -242,6 +352,14 @@ def _generate_command(session: _Session) -> int:
     new, identical = session.run(ids, mask, kwargs)
     if not use_template and not decode_answer(session.tokenizer, new).strip():
         _say("the model ended at once (an instruct model given raw text often does); drop --raw")
+    if session.output is not None:
+        top = args.logprobs if args.logprobs is not None else JSON_TOP
+        tokens = token_records(session.output, session.tokenizer, ids.shape[1], top)
+        if args.logprobs is not None:
+            print("\n".join(logprob_lines(tokens)), flush=True)
+        if args.json is not None:
+            write_json(args.json, args.prompt, ids[0].tolist(), session.output, session.tokenizer, tokens,
+                       session.kwargs, identical if args.compare else None)
     return 0 if identical else EXIT_DIFFERENT
 
 
