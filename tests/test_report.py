@@ -68,6 +68,15 @@ def test_minus_inf_scores_become_null_in_the_embedded_data(greedy):
     assert data["runs"][0]["steps"][0]["rows"][0]["stages"][0]["top"][-1]["logit"] is None
 
 
+def test_a_trace_without_texts_shows_ids(greedy):
+    trace = dict(greedy, token_text=None, prompt_text=None)
+    page = render_report(trace)
+    first = greedy["steps"][0]["rows"][0]["chosen"]
+    assert f'<span class="prompt">{"".join(f"[{t}]" for t in greedy["prompt"][0])}</span>' in page
+    assert f'title="step 0 \u00b7 id {first} \u00b7 p=' in page and f">[{first}]</span>" in page
+    assert embedded_data(page)["runs"][0]["token_text"] == {}
+
+
 def test_visible_shows_invisible_characters():
     assert visible("") == "\u2205" and visible("a\x00b\x1b") == "a\u2400b\u241b" and visible(" \n\t") == " \n\t"
 
@@ -106,6 +115,8 @@ def test_a_diff_shows_two_columns_with_the_divergence_marked(greedy, sampled):
     given = render_report(greedy, sampled, divergence={"row": 1, "step": 5, "reason": "token"})
     assert "diverges: row 1 at step 5" in given and "row 1 \u00b7 diverges at step 5" in given
     assert "nowhere (identical tokens)" in render_report(greedy, greedy)
+    mark = type("Divergence", (), {"row": 0, "step": 2})()                       # a diff's result object
+    assert "diverges: row 0 at step 2" in render_report(greedy, sampled, divergence=[mark])
 
 
 def test_first_divergence_of_a_run_with_itself_is_empty_and_a_shorter_run_diverges_where_it_ends(greedy):

@@ -187,7 +187,12 @@ def _divergence_steps(trace: dict, other: dict, divergence: Any) -> dict[int, in
     if divergence is None:
         return first_divergence(trace, other)
     marks = divergence if isinstance(divergence, (list, tuple)) else [divergence]
-    return {int(m.get("row", 0)): int(m["step"]) for m in marks if isinstance(m, dict) and m.get("step") is not None}
+    found = {}
+    for mark in marks:
+        get = mark.get if isinstance(mark, dict) else lambda name, default=None, m=mark: getattr(m, name, default)
+        if get("step") is not None:
+            found[int(get("row", 0) or 0)] = int(get("step"))
+    return found
 
 
 def _rows_html(trace: dict, run: int, marks: Optional[dict[int, int]] = None) -> str:
@@ -297,8 +302,9 @@ def render_report(trace: dict, other: Optional[dict] = None, divergence: Any = N
     Args:
         trace: a trace in its JSON form (``trace.to_dict()``, format ``decoding.trace/1``).
         other: a second trace: the two runs are shown side by side, the divergence marked.
-        divergence: where they diverge: ``{"row": r, "step": s}`` (other keys are ignored) or a list of
-            them; computed from the chosen tokens (first differing step per row) when None.
+        divergence: where they diverge: ``{"row": r, "step": s}`` (other keys are ignored), an object with
+            ``row`` and ``step`` attributes, or a list of them; computed from the chosen tokens (first
+            differing step per row) when None.
         title: the heading (default "decoding trace" or "decoding diff").
         labels: the names of the two runs of a diff.
 
