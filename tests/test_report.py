@@ -3,8 +3,11 @@
 import json
 import math
 import re
+from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from decoding.insight.report import colour, first_divergence, render_report, visible, write_report
 from tests.trace_samples import beam_trace, sample_trace, speculative_trace
@@ -59,6 +62,43 @@ def test_token_texts_are_escaped_everywhere(greedy):
     assert "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;&amp;amp;&quot;&#x27;\n \u2401" in page
     assert "&lt;b&gt;bold?&lt;/b&gt;" in page
     assert embedded_data(page)["runs"][0]["token_text"][str(chosen)] == nasty    # the script shows it as text
+
+
+class TokenTexts(HTMLParser):
+    """The text inside each ``<span class="tok ...">`` of a page, as a browser would read it."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.texts, self.inside = [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "span" and (dict(attrs).get("class") or "").startswith("tok"):
+            self.texts.append("")
+            self.inside = True
+
+    def handle_endtag(self, tag):
+        self.inside = False
+
+    def handle_data(self, data):
+        if self.inside:
+            self.texts[-1] += data
+
+
+@given(texts=st.lists(st.text(max_size=12), min_size=2, max_size=2))
+def test_any_token_text_reads_back_as_itself(greedy, texts):
+    trace = json.loads(json.dumps(greedy))
+    chosen = [row["chosen"] for row in trace["steps"][0]["rows"]]
+    for token, text in zip(chosen, texts):
+        trace["token_text"][str(token)] = text
+    if chosen[0] == chosen[1]:
+        texts[1] = texts[0]
+    page = render_report(trace)
+    parser = TokenTexts()
+    parser.feed(page)
+    steps = len(trace["steps"])
+    assert len(parser.texts) == 2 * steps
+    assert [parser.texts[0], parser.texts[steps]] == [visible(t) for t in texts]
+    assert embedded_data(page)["runs"][0]["token_text"][str(chosen[1])] == texts[1]
 
 
 def test_minus_inf_scores_become_null_in_the_embedded_data(greedy):
