@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from decoding.insight.report import write_report
-from tests.trace_samples import sample_trace, sample_trace as _greedy
+from tests.trace_samples import sample_trace
 
 
 def chromium_path():
@@ -74,7 +74,7 @@ def test_the_report_renders_tokens_and_a_click_shows_the_candidate_table(browser
 
 
 def test_a_diff_marks_the_divergence_in_both_columns(browser, tmp_path):
-    greedy, sampled = _greedy(), sample_trace(do_sample=True, temperature=1.5, seed=2)
+    greedy, sampled = sample_trace(), sample_trace(do_sample=True, temperature=1.5, seed=2)
     path = write_report(tmp_path / "diff.html", greedy, sampled)
     page = browser.new_page()
     page.goto(path.as_uri())
@@ -83,4 +83,7 @@ def test_a_diff_marks_the_divergence_in_both_columns(browser, tmp_path):
     assert marked.count() >= 2 and marked.count() % 2 == 0           # each diverging row, in both runs
     marked.last.click()
     assert page.locator(".panel .stagehead").first.inner_text().startswith("run B: step ")
+    page.locator(".tok").nth(1).focus()                                  # the keyboard works too
+    page.keyboard.press("Enter")
+    assert page.locator(".panel .stagehead").first.inner_text().startswith("run A: step 1, row 0: ")
     page.close()

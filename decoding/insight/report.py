@@ -94,7 +94,8 @@ _SCRIPT = r"""
       box.appendChild(el('div', 'stagehead', st.name + ': alive ' + st.alive + ', chosen rank ' +
         (st.chosen_rank === null ? 'filtered' : st.chosen_rank) + ', p=' + num(st.chosen_prob, 4)));
       var table = el('table', 'cand');
-      var head = el('tr'); ['#', 'token', 'id', 'score', 'prob'].forEach(function(h){ head.appendChild(el('th', '', h)); });
+      var head = el('tr');
+      ['#', 'token', 'id', 'score', 'prob'].forEach(function(h){ head.appendChild(el('th', '', h)); });
       table.appendChild(head);
       (st.top || []).forEach(function(c, k){
         var tr = el('tr', c.token === entry.chosen ? 'chosen' : '');
@@ -110,7 +111,9 @@ _SCRIPT = r"""
   }
   root.addEventListener('click', function(e){ var t = e.target.closest('.tok'); if (t) show(t); });
   root.addEventListener('keydown', function(e){
-    var t = e.target.closest && e.target.closest('.tok'); if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); show(t); } });
+    var t = e.target.closest && e.target.closest('.tok');
+    if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); show(t); }
+  });
 })();
 """
 
