@@ -64,3 +64,10 @@ class ClosedModelError(RuntimeError):
 
 class BuiltinModelError(RuntimeError):
     """The built-in model could not be fetched or converted; the message says what to run."""
+
+
+class UnverifiedReferenceWarning(UserWarning):
+    """The installed ``transformers`` is not a release ``decoding`` is verified against (``decoding.versions.VERIFIED``).
+
+    Generation still runs; token-for-token equality with that release's ``model.generate`` is untested.
+    """

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from .versions import new_dynamic_cache
+from .versions import CACHE_KEYWORD, new_dynamic_cache
 
 
 def model_device(model: Any) -> torch.device:
@@ -121,7 +121,7 @@ class ModelRunner:
         kwargs = dict(self._extra)
         kwargs.update(extra)
         if self.use_cache:
-            kwargs["past_key_values"] = self.cache
+            kwargs[CACHE_KEYWORD] = self.cache
         mask = self.attention_mask
         if mask is not None:
             kwargs["attention_mask"] = mask

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..versions import CACHE_KEYWORD
 from .base import LogitsProcessor
 
 
@@ -87,8 +88,8 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
             mask = torch.cat([self._mask, torch.ones_like(last, dtype=torch.long)], dim=1)
             ids = last if self.use_cache else torch.cat([self._ids, last], dim=1)
         self._ids, self._mask = ids, mask
-        out = self.model(ids, attention_mask=mask, use_cache=self.use_cache, past_key_values=self._cache)
-        self._cache = out.get("past_key_values", None)
+        out = self.model(ids, attention_mask=mask, use_cache=self.use_cache, **{CACHE_KEYWORD: self._cache})
+        self._cache = out.get(CACHE_KEYWORD, None)
         return out.logits
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:

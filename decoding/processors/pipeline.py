@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from ..merge import merge_by_class
+from ..versions import PREFIX_ROWS_COUNT_RETURN_SEQUENCES
 from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcessor, NoRepeatNGramLogitsProcessor,
                    PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                    SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
@@ -134,7 +135,9 @@ def _processors(settings, context: PipelineContext) -> list[ProcessorFn]:
     if s.min_new_tokens is not None and eos is not None and s.min_new_tokens > 0:
         processors.append(MinNewTokensLengthLogitsProcessor(c.prompt_length, s.min_new_tokens, eos, device=c.device))
     if c.prefix_allowed_tokens_fn is not None:
-        processors.append(PrefixConstrainedLogitsProcessor(c.prefix_allowed_tokens_fn, s.num_beams))
+        # 5.24 tells the function max(num_beams, num_return_sequences) rows per prompt (versions.py).
+        rows = max(s.num_beams, s.num_return_sequences or 1) if PREFIX_ROWS_COUNT_RETURN_SEQUENCES else s.num_beams
+        processors.append(PrefixConstrainedLogitsProcessor(c.prefix_allowed_tokens_fn, rows))
     if s.forced_bos_token_id is not None:
         processors.append(ForcedBOSTokenLogitsProcessor(s.forced_bos_token_id))
     if s.forced_eos_token_id is not None:

@@ -41,6 +41,7 @@ from ...processors.base import capabilities
 from ...runner import ModelRunner, widened
 from ...stopping import StoppingCriteriaList
 from ..state import StepOutputs
+from ...versions import BEAM_SAMPLE_SORTS_DRAWS
 
 # reference quirk: ruled-out candidates get -1e9 added, not -inf assigned (their order survives, up to rounding).
 IMPOSSIBLE = -1.0e9
@@ -254,13 +255,16 @@ def pick_candidates(totals: torch.FloatTensor, state: BeamState, config: BeamCon
 
     Beam search takes the K best (``torch.topk``: its order breaks ties). Beam sampling draws K
     without replacement from ``softmax(totals)`` over all ``N * V`` continuations at once (one
-    ``torch.multinomial`` call, so the random stream advances as the reference's); the draws are
-    in draw order, not sorted.
+    ``torch.multinomial`` call, so the random stream advances as the reference's); the draws stay in
+    draw order up to transformers 5.23 and are sorted by score from 5.24 on (``BEAM_SAMPLE_SORTS_DRAWS``).
     """
     k = config.candidates
     if config.do_sample:
         flat_index = torch.multinomial(torch.softmax(totals, dim=-1), num_samples=k)
         scores = torch.gather(totals, 1, flat_index)
+        if BEAM_SAMPLE_SORTS_DRAWS:
+            scores, order = scores.sort(dim=-1, descending=True)
+            flat_index = flat_index.gather(-1, order)
     else:
         scores, flat_index = torch.topk(totals, k)
     beams = config.num_beams

@@ -30,7 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from ...runner import model_device
-from ...versions import new_dynamic_cache
+from ...versions import CACHE_KEYWORD, new_dynamic_cache
 
 
 def new_cache(model: Any) -> DynamicCache:
@@ -98,8 +98,8 @@ class BlockRunner:
             kwargs["attention_mask"] = self.mask
         if self._takes_logits_to_keep:
             kwargs["logits_to_keep"] = num_logits
-        out = self.model(input_ids=tokens.to(self.device), position_ids=positions, past_key_values=self.cache,
-                         use_cache=True, **kwargs)
+        out = self.model(input_ids=tokens.to(self.device), position_ids=positions, use_cache=True,
+                         **{CACHE_KEYWORD: self.cache}, **kwargs)
         self.forwards += 1
         return out.logits[:, -num_logits:].to(dtype=torch.float32, device=self.output_device)
 
