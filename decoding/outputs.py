@@ -1,49 +1,57 @@
-"""What `generate` returns when ``return_dict_in_generate=True``."""
+"""What `generate` returns when ``return_dict_in_generate=True``: the reference's own output classes.
+
+:class:`GenerateOutput` subclasses transformers' ``GenerateDecoderOnlyOutput`` (greedy, sampling,
+speculation) and :class:`BeamGenerateOutput` its ``GenerateBeamDecoderOnlyOutput`` (beam search and
+beam sampling), so ``isinstance`` checks and code written for ``model.generate``'s output work
+unchanged. Each adds one field, ``trace``: what `decoding` records beyond the reference (the beam
+tree, speculation statistics, ...).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
+from transformers.generation import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 
 
 @dataclass
-class GenerateOutput:
-    """The reference's ``GenerateDecoderOnlyOutput`` / ``GenerateBeamDecoderOnlyOutput`` fields.
+class GenerateOutput(GenerateDecoderOnlyOutput):
+    """The reference's ``GenerateDecoderOnlyOutput``, plus ``trace``.
 
     Attributes:
         sequences: ``[rows, length]`` int64, prompt (with its padding) plus generated ids.
         scores: one ``[rows, vocab]`` float32 tensor per step, after every processor (``-inf`` where
             filtered), when ``output_scores=True``; else None.
         logits: one ``[rows, vocab]`` float32 tensor per step, raw, when ``output_logits=True``.
-        sequences_scores: beam search only: ``[rows]`` length-normalised scores.
-        beam_indices: beam search only: ``[rows, steps]`` int32 flat beam row each token came from, -1 after the end.
-        past_key_values: the KV cache (it holds ``length - 1`` positions: the last token is never fed).
         attentions, hidden_states: as the reference, when requested.
-        trace: extra per-step information recorded by `decoding` (speculative acceptance, ...).
+        past_key_values: the KV cache (it holds ``length - 1`` positions: the last token is never fed).
+        trace: extra information recorded by `decoding` (``trace["speculation"]``: a ``SpeculationStats``).
 
-    Attribute access, ``out["sequences"]`` and ``"scores" in out`` all work, as with the reference's
-    ``ModelOutput``; fields that are None are absent from ``keys()``.
+    It is a ``transformers.utils.ModelOutput``: attribute access, ``out["sequences"]``, ``out[0]``,
+    ``"scores" in out`` and ``keys()`` all work; fields that are None are absent from ``keys()``.
     """
 
-    sequences: torch.LongTensor
-    scores: Optional[tuple] = None
-    logits: Optional[tuple] = None
-    sequences_scores: Optional[torch.FloatTensor] = None
-    beam_indices: Optional[torch.IntTensor] = None
-    attentions: Optional[tuple] = None
-    hidden_states: Optional[tuple] = None
-    past_key_values: Any = None
     trace: Optional[dict] = None
 
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
+@dataclass
+class BeamGenerateOutput(GenerateBeamDecoderOnlyOutput):
+    """The reference's ``GenerateBeamDecoderOnlyOutput``, plus ``trace``.
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys()
+    Attributes (besides :class:`GenerateOutput`'s):
+        sequences_scores: ``[rows]`` float32 length-normalised scores (with ``output_scores=True``).
+        beam_indices: ``[rows, steps]`` int32 flat beam row each token came from, -1 after the end.
+        trace: ``trace["beam_tree"]`` with ``output_beam_tree=True`` (:mod:`decoding.strategies.beam.tree`).
+    """
+
+    trace: Optional[dict] = None
+
+
+#: Every class a strategy may return (the reference's own ones too: a strategy may build them).
+OUTPUT_CLASSES: tuple[type, ...] = (GenerateDecoderOnlyOutput, GenerateBeamDecoderOnlyOutput)
+
+
+def is_output(value: Any) -> bool:
+    """Whether ``value`` is one of the output classes ``generate`` returns (ours or the reference's)."""
+    return isinstance(value, OUTPUT_CLASSES)

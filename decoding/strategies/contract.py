@@ -25,7 +25,7 @@ import torch
 from transformers import GenerationConfig
 
 from ..errors import GenerationInterrupted
-from ..outputs import GenerateOutput
+from ..outputs import GenerateOutput, is_output
 from . import sampling
 from .beam import run as beam
 from .call import PreparedCall
@@ -99,7 +99,7 @@ def run_strategy(strategy: Strategy, call: PreparedCall) -> GenerateOutput:
             f"({list(partial.shape)}) are in .partial", partial) from error
     if isinstance(result, SequenceState):
         result = call.finish(result)
-    if not isinstance(result, GenerateOutput):
+    if not is_output(result):
         raise TypeError(f"the strategy {strategy.name!r} returned {type(result).__name__}; a strategy returns "
                         "call.finish(state, runner) (a GenerateOutput) or the finished SequenceState.")
     return result

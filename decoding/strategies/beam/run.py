@@ -14,7 +14,7 @@ import torch
 from .streaming import BeamStreamAdapter, is_beam_streamer, stream_best
 from .tree import BeamTree
 from ...config import Settings
-from ...outputs import GenerateOutput
+from ...outputs import BeamGenerateOutput
 from .search import BeamConfig, beam_search, start
 from ..call import PreparedCall
 from ..state import StepOutputs
@@ -52,10 +52,10 @@ def beam_config(settings: Settings, max_length: int, eos: Optional[torch.Tensor]
                       eos_token_ids=eos, pad_token_id=pad)
 
 
-def run(call: PreparedCall) -> GenerateOutput:
+def run(call: PreparedCall) -> BeamGenerateOutput:
     """Run beam search (or beam sampling) on a prepared call (each prompt repeated ``num_beams`` times).
 
-    Returns a :class:`GenerateOutput` with ``sequences`` ``[B * num_return_sequences, length]``,
+    Returns a :class:`BeamGenerateOutput` with ``sequences`` ``[B * num_return_sequences, length]``,
     ``beam_indices`` (int32), ``sequences_scores`` (with ``output_scores``), ``scores``, ``logits``, ...
     as the reference's ``GenerateBeamDecoderOnlyOutput``, and ``trace["beam_tree"]`` with
     ``output_beam_tree=True``. Streamers get every live beam (beam streamers) or the best sequence.
@@ -85,7 +85,7 @@ def run(call: PreparedCall) -> GenerateOutput:
     elif streamer is not None:
         stream_best(streamer, result.sequences, result.beam_indices, prompt_length, config.num_return_sequences)
     as_tuple = (lambda items: tuple(items) if items is not None else None)
-    return GenerateOutput(
+    return BeamGenerateOutput(
         sequences=result.sequences,
         scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
         sequences_scores=result.sequences_scores if settings.output_scores else None,
