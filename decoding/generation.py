@@ -34,14 +34,15 @@ def _vocab_width(model: Any) -> Optional[int]:
 
 
 @torch.no_grad()
-def generate(model: Any, input_ids: Optional[torch.LongTensor] = None,
+def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
              attention_mask: Optional[torch.LongTensor] = None,
              *, strategy: Any = None, custom_generate: Any = None, **kwargs: Any):
     """Generate tokens exactly as ``model.generate(input_ids, attention_mask=..., **kwargs)`` would.
 
     Args:
         model: a ``transformers`` causal language model (put it in ``.eval()`` mode).
-        input_ids: ``[batch, prompt_len]`` int64, left-padded. None starts from ``[[bos_token_id]]``.
+        input_ids: ``[batch, prompt_len]`` int64, left-padded. None starts from ``[[bos_token_id]]``. Given
+            as a keyword, ``input_ids=`` or ``inputs=`` (the reference's name); given twice, a ValueError.
         attention_mask: ``[batch, prompt_len]`` 0/1; inferred from ``pad_token_id`` when omitted.
         strategy: your own decoding loop, ``strategy(call) -> GenerateOutput`` (docs/strategies.md);
             it gets the resolved settings, pipeline, criteria, streamer and seeds of this call.
@@ -74,7 +75,7 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None,
     return out if call.return_dict else out.sequences
 
 
-def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None,
+def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
                  attention_mask: Optional[torch.LongTensor] = None, *,
                  generation_config: Any = None, logits_processor: Optional[Iterable[Callable]] = None,
                  stopping_criteria: Optional[Iterable[Callable]] = None, streamer: Any = None, tokenizer: Any = None,
@@ -153,7 +154,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None,
                         output_beam_tree=output_beam_tree)
 
 
-def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, order: Any = "hf",
+def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order: Any = "hf",
              **kwargs: Any) -> LogitsProcessorList:
     """The ordered processors ``generate(model, input_ids, order=order, **kwargs)`` would apply.
 

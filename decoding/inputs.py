@@ -56,17 +56,20 @@ def expand_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
 
 
 def take_inputs(input_ids: Optional[torch.Tensor], kwargs: dict[str, Any]) -> Optional[torch.Tensor]:
-    """The prompt: ``input_ids``, or ``inputs`` (the reference's name for it), which is taken out of ``kwargs``.
+    """The prompt: the first argument, or the keyword ``input_ids`` or ``inputs`` (the reference's name),
+    which are taken out of ``kwargs``.
 
     Raises:
-        ValueError: both were given.
+        ValueError: the prompt was given twice (``generate(model, ids, input_ids=ids)``), as the reference raises.
     """
-    if "inputs" not in kwargs:
-        return input_ids
-    inputs = kwargs.pop("inputs")
-    if inputs is not None and input_ids is not None:
-        raise ValueError("Both `inputs` and `input_ids` were given; they name the same prompt, pass one of them.")
-    return input_ids if inputs is None else inputs
+    given = [("the first argument", input_ids)] + [(f"`{name}`", kwargs.pop(name)) for name in ("inputs", "input_ids")
+                                                  if name in kwargs]
+    given = [(name, value) for name, value in given if value is not None]
+    if len(given) > 1:
+        raise ValueError(
+            f"The prompt was given twice ({' and '.join(name for name, _ in given)}: `inputs` and `input_ids` name "
+            "the same prompt); pass it once: generate(model, ids) or generate(model, input_ids=ids).")
+    return given[0][1] if given else None
 
 
 def context_size(model: Any) -> Optional[int]:

@@ -203,7 +203,8 @@ class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
             if not isinstance(word, list) or not word or not all(is_token_id(t) for t in word):
                 raise ValueError(f"{usage}; {word!r} is not.")
         self.bad_words_ids = bad_words_ids
-        eos = set(id_tensor(eos_token_id, name="eos_token_id").tolist()) if eos_token_id is not None else set()
+        eos = (set(id_tensor(eos_token_id, name="eos_token_id", negative_ok=True).tolist())  # -1: eos off
+               if eos_token_id is not None else set())
         kept = [word for word in bad_words_ids if not (len(word) == 1 and word[0] in eos)]
         if not kept:
             raise ValueError(f"`bad_words_ids` {bad_words_ids!r} only lists eos tokens, which it never bans; "

@@ -42,7 +42,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
 
     def __init__(self, min_length: int, eos_token_id: EosIds, device: Union[str, torch.device] = "cpu"):
         self.min_length = _check_length(min_length, "min_length")
-        self.eos_token_id = id_tensor(eos_token_id, device, "eos_token_id")
+        self.eos_token_id = id_tensor(eos_token_id, device, "eos_token_id", negative_ok=True)  # -1: eos off
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[-1] >= self.min_length:
@@ -66,7 +66,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
                  device: Union[str, torch.device] = "cpu"):
         self.prompt_length_to_skip = _check_length(prompt_length_to_skip, "prompt_length_to_skip")
         self.min_new_tokens = _check_length(min_new_tokens, "min_new_tokens")
-        self.eos_token_id = id_tensor(eos_token_id, device, "eos_token_id")
+        self.eos_token_id = id_tensor(eos_token_id, device, "eos_token_id", negative_ok=True)  # -1: eos off
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[-1] - self.prompt_length_to_skip >= self.min_new_tokens:

@@ -15,18 +15,23 @@ def is_token_id(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
-def id_tensor(value: TokenIds, device: Union[str, torch.device] = "cpu", name: str = "token ids") -> torch.Tensor:
+def id_tensor(value: TokenIds, device: Union[str, torch.device] = "cpu", name: str = "token ids",
+              negative_ok: bool = False) -> torch.Tensor:
     """An id, a list of ids or a tensor as a 1-D int64 tensor of non-negative ids.
 
+    ``negative_ok``: negative ids pass (they match no token). The reference's eos-holding processors
+    (min length, min new tokens, bad words) accept ``eos_token_id=-1``, its way of switching eos off.
+
     Raises:
-        ValueError: an id is negative or not an integer (``name`` says which argument).
+        ValueError: an id is negative (unless ``negative_ok``) or not an integer (``name`` says which argument).
     """
     if isinstance(value, torch.Tensor):
-        if value.dtype.is_floating_point or value.dtype == torch.bool or (value < 0).any():
+        if value.dtype.is_floating_point or value.dtype == torch.bool or (not negative_ok and (value < 0).any()):
             raise ValueError(f"`{name}` has to hold non-negative integer token ids, but is {value!r}.")
         return value.to(device=device, dtype=torch.long).reshape(-1)
     values = [value] if isinstance(value, numbers.Integral) else list(value)
-    if not all(is_token_id(v) for v in values):
+    valid = is_token_id if not negative_ok else (lambda v: is_token_id(v) or is_token_id(-v))
+    if not all(valid(v) for v in values):
         raise ValueError(f"`{name}` has to be a non-negative integer token id or a list of them, but is {value!r}.")
     return torch.tensor([int(v) for v in values], dtype=torch.long, device=device)
 
