@@ -15,6 +15,8 @@ import torch
 
 from .config import resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens, take_inputs
+from .knobs import KNOBS, REFUSED
+from .model_kwargs import ModelKwargs, split_model_kwargs
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
 from .processors.orders import check_order, reorder
 from .seeding import row_seeds
@@ -102,9 +104,11 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         order: the processor order: ``"hf"`` (default), ``"vllm"``, ``"llama.cpp"``, ``"mlx"`` or a list of names.
         output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
             tree in ``out.trace["beam_tree"]`` (see :mod:`decoding.strategies.beam.tree`).
-        **kwargs: generation-config fields (docs/api.md).
+        **kwargs: generation-config fields (docs/api.md), and inputs of ``model.forward`` (``token_type_ids``,
+            ``position_ids``, ``logits_to_keep``, ...), passed as the reference passes them (:mod:`decoding.model_kwargs`).
     """
     input_ids = take_inputs(input_ids, kwargs)
+    model_kwargs = ModelKwargs(split_model_kwargs(model, kwargs, known=set(KNOBS) | set(REFUSED)))
     settings = resolve_settings(model, generation_config, kwargs)
     check_not_yet_implemented(settings, {
         "prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "assistant_model": assistant_model,
@@ -122,6 +126,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         input_ids = torch.tensor([[int(settings.bos_token_id)]], dtype=torch.long)
     check_input_ids(input_ids, input_vocab_size(model))
     input_ids = input_ids.long()
+    model_kwargs.check(input_ids)
     if attention_mask is None:
         attention_mask = infer_attention_mask(input_ids, pad, eos)
     else:
@@ -137,6 +142,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     prompt_ids = input_ids
     input_ids = expand_rows(input_ids, rows_per_prompt)
     attention_mask = expand_rows(attention_mask, rows_per_prompt)
+    model_kwargs = model_kwargs.expand(rows_per_prompt)
 
     context = PipelineContext(vocab_size=vocab_size, prompt_length=prompt_length,
                               eos_token_ids=eos, num_beams=settings.num_beams, device=device,
@@ -151,7 +157,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
     return PreparedCall(model, settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length,
                         seeds, streamer=streamer, assistant_model=assistant_model, tokenizer=tokenizer,
-                        output_beam_tree=output_beam_tree)
+                        output_beam_tree=output_beam_tree, model_kwargs=model_kwargs)
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order: Any = "hf",

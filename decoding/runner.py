@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import torch
 
+from .model_kwargs import ModelKwargs
 from .versions import CACHE_KEYWORD, new_dynamic_cache
 
 
@@ -70,12 +71,14 @@ class ModelRunner:
             output stays in ``last_output``.
         croppable: keep the whole history of sliding-window layers until the next :meth:`crop`, so
             that :meth:`crop` works once a row is longer than the window (costs that memory).
+        model_kwargs: the caller's model inputs (``token_type_ids``, ``position_ids``, ``logits_to_keep``,
+            ...; rows expanded like the mask), passed as the reference passes them (:mod:`decoding.model_kwargs`).
     """
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, max_length: int,
                  use_cache: bool = True, output_device: Optional[torch.device] = None,
                  cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False,
-                 croppable: bool = False):
+                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None):
         self.model = model
         self.use_cache = use_cache
         self.device = model_device(model)
@@ -87,11 +90,18 @@ class ModelRunner:
         # reference quirk: an all-ones mask is never passed to the model (with SDPA it can change the last bits).
         self.pass_mask = not bool((attention_mask == 1).all())
         self._mask = attention_mask.to(self.device, copy=True)        # [rows, width >= length], grows
-        self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)
+        self.inputs = model_kwargs.copy() if model_kwargs is not None else ModelKwargs({})
+        self._given_positions = self.inputs.position_ids is not None   # the caller's: new ones are last + 1
+        if self._given_positions:
+            self._prompt_positions = self.inputs.position_ids.to(self.device).expand(attention_mask.shape[0], -1)
+        else:
+            self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)
         self._last_position = self._prompt_positions[:, -1:]
         self._tokens: Optional[torch.Tensor] = None  # all tokens, only kept when use_cache=False
         forward = getattr(model, "forward", model)
         self._extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(forward).parameters else {}
+        if self.inputs.logits_to_keep is not None:
+            self._extra["logits_to_keep"] = self.inputs.logits_to_keep
         if output_attentions:
             self._extra["output_attentions"] = True
         if output_hidden_states:
@@ -119,6 +129,9 @@ class ModelRunner:
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, **extra: Any) -> torch.Tensor:
         """One forward; no autograd graph is recorded (decoding never needs gradients)."""
         kwargs = dict(self._extra)
+        if self.inputs:
+            kwargs.update({name: value.to(self.device) if isinstance(value, torch.Tensor) else value
+                           for name, value in self.inputs.for_forward(self.length, input_ids.shape[1]).items()})
         kwargs.update(extra)
         if self.use_cache:
             kwargs[CACHE_KEYWORD] = self.cache
@@ -148,7 +161,11 @@ class ModelRunner:
             return self._forward(ids, self._last_position, **extra)
         self._tokens = torch.cat([self._tokens, ids], dim=-1)
         mask = self._mask[:, :self.length]
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        if self._given_positions:
+            new = torch.arange(1, self.length - self.prompt_length + 1, device=self.device)
+            positions = torch.cat([self._prompt_positions, self._prompt_positions[:, -1:] + new], dim=-1)
+        else:
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         return self._forward(self._tokens, positions, **extra)
 
     # -----------------------------------------------------------------------------------------
@@ -161,6 +178,7 @@ class ModelRunner:
         The cache (or, without one, the token history), the mask and the positions all follow.
         """
         rows = rows.to(device=self.device, dtype=torch.long)
+        self.inputs.select(rows, self.rows)
         self._select_history(rows)
         self._mask = self._mask.index_select(0, rows)
         self._prompt_positions = self._prompt_positions.index_select(0, rows)
@@ -204,6 +222,7 @@ class ModelRunner:
         twin = copy.copy(self)
         twin.cache = copy.deepcopy(self.cache)
         twin._extra = dict(self._extra)
+        twin.inputs = self.inputs.copy()
         twin._mask = self._mask.clone()
         twin._prompt_positions = self._prompt_positions.clone()
         twin._last_position = self._last_position.clone()
@@ -229,6 +248,7 @@ class ModelRunner:
         elif self._tokens is not None:
             self._tokens = self._tokens[:, :self.length - n]
         old, self.length = self.length, self.length - n
+        self.inputs.crop(self.length)
         # the dropped columns may be prompt columns (0 for padding); what is fed next is always real
         self._mask[:, self.length:old] = 1
         if self.length > self.prompt_length:

@@ -172,3 +172,142 @@ def test_unimplemented_field_refused_by_name_from_every_source(name, source):
     else:
         with pytest.raises(NotImplementedError, match=rf"`{name}="):
             decoding.generate(model, ids, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model inputs passed through
+# ------------------------------------------------------------------------------------------------
+
+def token_types(mask, seed):
+    """``[batch, len]`` 0/1 token type ids (0 on padding), different from all zeros."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, mask.shape, generator=g) * mask
+
+
+PASSING_MODES = {
+    "greedy": dict(),
+    "sample": dict(do_sample=True, top_k=30, num_return_sequences=2),
+    "beams": dict(num_beams=3, num_return_sequences=2),
+    "beam_sample": dict(num_beams=2, do_sample=True),
+    "no_cache": dict(use_cache=False),
+}
+
+
+@settings(deadline=None)
+@given(lengths=lengths, seed=st.integers(0, 50), name=st.sampled_from(sorted(PASSING_MODES)))
+def test_token_type_ids_grown_as_the_reference_grows_them(lengths, seed, name):
+    model = tiny_model("gpt2")
+    ids, mask = padded_prompts(lengths, seed)
+    types = token_types(mask, seed)
+    reference, ours = both(model, ids, seed, attention_mask=mask, token_type_ids=types, max_new_tokens=5,
+                           pad_token_id=PAD, return_dict_in_generate=True, output_scores=True, output_logits=True,
+                           **PASSING_MODES[name])
+    assert_same(reference, ours)
+
+
+def test_token_type_ids_change_the_tokens():
+    """The check above can fail: generating without the token types gives other logits."""
+    model = tiny_model("gpt2")
+    ids, mask = padded_prompts([5, 3], 1)
+    with_types = decoding.generate(model, ids, attention_mask=mask, token_type_ids=token_types(mask, 1) + mask,
+                                   max_new_tokens=4, return_dict_in_generate=True, output_logits=True)
+    without = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, return_dict_in_generate=True,
+                                output_logits=True)
+    assert not torch.allclose(with_types.logits[0], without.logits[0])
+
+
+@pytest.mark.parametrize("name", ["greedy", "sample", "beams"])
+def test_tokenizer_output_passed_whole(name):
+    """``generate(model, **tokenizer(texts, return_tensors="pt"))`` with token_type_ids, as with model.generate."""
+    import copy
+
+    from tests.tokenizer import byte_tokenizer
+    tokenizer = copy.deepcopy(byte_tokenizer())
+    tokenizer.padding_side = "left"
+    batch = tokenizer(["the cat sat", "a"], ["on it", "then"], return_tensors="pt", padding=True,
+                      return_token_type_ids=True)
+    assert "token_type_ids" in batch
+    model = tiny_model("gpt2")
+    torch.manual_seed(3)
+    reference = model.generate(**batch, max_new_tokens=4, **PASSING_MODES[name])
+    torch.manual_seed(3)
+    ours = decoding.generate(model, **batch, max_new_tokens=4, **PASSING_MODES[name])
+    assert torch.equal(reference, ours)
+
+
+def test_token_type_ids_with_prompt_lookup():
+    model = tiny_model("gpt2")
+    ids = torch.tensor([[5, 6, 7, 5, 6, 7, 5, 6]])
+    types = torch.tensor([[0, 0, 1, 1, 0, 1, 1, 1]])
+    reference, ours = both(model, ids, 0, token_type_ids=types, max_new_tokens=8, prompt_lookup_num_tokens=3)
+    assert torch.equal(reference, ours)
+
+
+@settings(deadline=None)
+@given(lengths=lengths, seed=st.integers(0, 50), name=st.sampled_from(sorted(PASSING_MODES)),
+       arch=st.sampled_from(["llama", "gpt2", "opt", "gpt_neox"]), shift=st.integers(0, 7))
+def test_position_ids_given_by_the_caller(lengths, seed, name, arch, shift):
+    model = tiny_model(arch)
+    ids, mask = padded_prompts(lengths, seed)
+    positions = ((mask.cumsum(-1) - 1).clamp(min=0) + shift) * mask
+    reference, ours = both(model, ids, seed, attention_mask=mask, position_ids=positions, max_new_tokens=4,
+                           pad_token_id=PAD, return_dict_in_generate=True, output_scores=True, output_logits=True,
+                           **PASSING_MODES[name])
+    assert_same(reference, ours)
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3])
+@pytest.mark.parametrize("name", ["greedy", "beams"])
+def test_logits_to_keep(keep, name):
+    model = tiny_model("qwen2")
+    ids, mask = padded_prompts([4, 6], 2)
+    reference, ours = both(model, ids, 0, attention_mask=mask, logits_to_keep=keep, max_new_tokens=4,
+                           return_dict_in_generate=True, output_logits=True, output_scores=True,
+                           **PASSING_MODES[name])
+    assert_same(reference, ours)
+
+
+def recorded_forwards(model, run):
+    """The keyword names and token_type_ids / extra values each forward of ``run()`` received."""
+    import copy
+    model = copy.deepcopy(model)
+    calls = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        calls.append({name: (tuple(v.shape), v.tolist()) if isinstance(v, torch.Tensor) else v
+                      for name, v in kwargs.items() if name in ("token_type_ids", "output_router_logits", "labels",
+                                                               "logits_to_keep")})
+        return forward(*args, **kwargs)
+    import functools
+    model.forward = functools.wraps(forward)(recording)    # keeps forward's signature for both generates
+    run(model)
+    return calls
+
+
+def test_forward_gets_what_the_reference_sends():
+    base = tiny_model("gpt2")
+    ids, mask = padded_prompts([3, 5], 4)
+    kwargs = dict(attention_mask=mask, token_type_ids=token_types(mask, 4), output_router_logits=False,
+                  labels=ids, max_new_tokens=3)
+    reference = recorded_forwards(base, lambda m: m.generate(ids, **kwargs))
+    ours = recorded_forwards(base, lambda m: decoding.generate(m, ids, **kwargs))
+    assert ours == reference and "labels" not in reference[0] and reference[0]["output_router_logits"] is False
+
+
+@pytest.mark.parametrize("arch,name", [("llama", "token_type_ids"), ("gpt2", "cache_position"),
+                                       ("llama", "not_a_model_input"), ("opt", "encoder_hidden_states")])
+def test_what_neither_generation_nor_the_model_knows_is_refused(arch, name):
+    model = tiny_model(arch)
+    ids, _ = padded_prompts([4])
+    reference, ours = run_both(model, ids, max_new_tokens=2, **{name: torch.zeros_like(ids)})
+    assert reference is ValueError and issubclass(ours, ValueError)
+    with pytest.raises(ValueError, match=name):
+        decoding.generate(model, ids, max_new_tokens=2, **{name: torch.zeros_like(ids)})
+
+
+def test_model_input_shapes_checked():
+    model = tiny_model("gpt2")
+    ids, _ = padded_prompts([4, 4])
+    with pytest.raises(ValueError, match="token_type_ids"):
+        decoding.generate(model, ids, token_type_ids=torch.zeros(2, 3, dtype=torch.long), max_new_tokens=2)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..config import Settings
+from ..model_kwargs import ModelKwargs
 from ..outputs import GenerateOutput
 from ..processors import LogitsProcessorList, PipelineContext
 from ..runner import ModelRunner
@@ -46,6 +47,8 @@ class PreparedCall:
         seeds: one seed per row with ``seed=``, else None (torch's global generator).
         streamer: ``put`` / ``end`` (or a beam streamer), or None.
         assistant_model, tokenizer, output_beam_tree: the ``generate`` arguments of those names.
+        model_kwargs: the caller's inputs of ``model.forward`` (``token_type_ids``, ``position_ids``, ...),
+            rows expanded like ``input_ids``; :meth:`new_runner` passes them on.
     """
 
     model: Any
@@ -64,6 +67,7 @@ class PreparedCall:
     tokenizer: Any = None
     output_beam_tree: bool = False
     progress: Optional[Callable[[], torch.LongTensor]] = None
+    model_kwargs: Optional[ModelKwargs] = None
 
     @property
     def rows(self) -> int:
@@ -89,7 +93,7 @@ class PreparedCall:
         """A model runner for this call: its model, mask, length limit, cache and output options."""
         options = dict(use_cache=bool(self.settings.use_cache), output_device=self.input_ids.device,
                        output_attentions=bool(self.settings.output_attentions),
-                       output_hidden_states=bool(self.settings.output_hidden_states))
+                       output_hidden_states=bool(self.settings.output_hidden_states), model_kwargs=self.model_kwargs)
         options.update(overrides)
         return ModelRunner(self.model, self.attention_mask, self.max_length, **options)
 

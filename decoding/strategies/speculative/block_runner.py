@@ -29,6 +29,7 @@ from typing import Any, Optional
 import torch
 from transformers import DynamicCache
 
+from ...model_kwargs import ModelKwargs
 from ...runner import model_device
 from ...versions import CACHE_KEYWORD, new_dynamic_cache
 
@@ -54,9 +55,13 @@ class BlockRunner:
         prompt_mask: ``[rows, prompt_len]`` 0/1 attention mask of the (left-padded) prompt. The prompt
             itself is fed by the first :meth:`forward` (possibly with more tokens after it).
         output_device: where logits are returned (the device of the caller's ``input_ids``).
+        model_kwargs: the caller's model inputs (:mod:`decoding.model_kwargs`): ``token_type_ids`` (new tokens
+            take the row's last type id) and the keywords sent unchanged; ``logits_to_keep`` is the runner's,
+            as in the reference's assisted generation. Caller-given ``position_ids`` are not supported here.
     """
 
-    def __init__(self, model: Any, prompt_mask: torch.Tensor, output_device: Optional[torch.device] = None):
+    def __init__(self, model: Any, prompt_mask: torch.Tensor, output_device: Optional[torch.device] = None,
+                 model_kwargs: Optional[ModelKwargs] = None):
         self.model = model
         self.device = model_device(model)
         self.output_device = output_device or prompt_mask.device
@@ -70,6 +75,7 @@ class BlockRunner:
         self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(forward).parameters
         self.cache = new_cache(model)
         self.forwards = 0
+        self.inputs = model_kwargs.copy() if model_kwargs else None
 
     @property
     def slots(self) -> int:
@@ -96,6 +102,9 @@ class BlockRunner:
             kwargs["attention_mask"] = attention_mask.to(self.device)
         elif self.pass_mask:
             kwargs["attention_mask"] = self.mask
+        if self.inputs is not None:   # every new slot has the row's last type id, holes included: no crop needed
+            kwargs.update({name: value.to(self.device) if isinstance(value, torch.Tensor) else value
+                           for name, value in self.inputs.for_forward(self.slots, k).items()})
         if self._takes_logits_to_keep:
             kwargs["logits_to_keep"] = num_logits
         out = self.model(input_ids=tokens.to(self.device), position_ids=positions, use_cache=True,

@@ -16,6 +16,13 @@ def check(call: PreparedCall) -> None:
     """Refuse what speculation cannot do, before the first forward pass (see :func:`.setup.check_speculation`)."""
     check_speculation(call.settings, call.model, call.assistant_model, call.rows, call.streamer, call.seeds,
                       call.processors)
+    inputs = call.model_kwargs
+    if inputs and (inputs.position_ids is not None or call.assistant_model is not None
+                   or call.settings.assistant_early_exit is not None):
+        given = "position_ids" if inputs.position_ids is not None else "model inputs (token_type_ids, ...)"
+        raise NotImplementedError(
+            f"{given} with speculative decoding: decoding passes model inputs to the target only, with prompt lookup "
+            "(prompt_lookup_num_tokens) and without caller-given position_ids; drop them, or the speculation.")
 
 
 def run(call: PreparedCall) -> GenerateOutput:
@@ -31,7 +38,8 @@ def run(call: PreparedCall) -> GenerateOutput:
     fill = int(call.pad) if call.pad is not None else 0
     sequences = RaggedSequences(call.input_ids, call.max_length, fill=fill)
     call.keep_partial(lambda: sequences.padded(fill))
-    target = BlockRunner(call.model, call.attention_mask, output_device=call.input_ids.device)
+    target = BlockRunner(call.model, call.attention_mask, output_device=call.input_ids.device,
+                         model_kwargs=call.model_kwargs)
     rounds = Rounds(SpeculationStats(drafter.name), StepOutputs(call.wants("scores"), call.wants("logits")), streamer)
     # with several rows, the length limit is per row (rows grow by different amounts): the loop checks it
     criteria = call.criteria if call.rows == 1 else StoppingCriteriaList(
