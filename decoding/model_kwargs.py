@@ -43,7 +43,7 @@ def forward_parameters(model: Any) -> set[str]:
             names |= set(TransformersKwargs.__optional_keys__)
         except ImportError:  # pragma: no cover (an older transformers without the typed kwargs)
             pass
-    return names - {"self", "input_ids", "attention_mask", "past_key_values", "inputs_embeds", "use_cache",
+    return names - {"self", "input_ids", "attention_mask", "past_key_values", "cache", "inputs_embeds", "use_cache",
                     "return_dict"}
 
 

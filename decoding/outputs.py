@@ -25,7 +25,8 @@ class GenerateOutput(GenerateDecoderOnlyOutput):
             filtered), when ``output_scores=True``; else None.
         logits: one ``[rows, vocab]`` float32 tensor per step, raw, when ``output_logits=True``.
         attentions, hidden_states: as the reference, when requested.
-        past_key_values: the KV cache (it holds ``length - 1`` positions: the last token is never fed).
+        past_key_values: the KV cache (it holds ``length - 1`` positions: the last token is never fed); from
+            transformers 5.24 the field is ``cache``, as the reference names it (``past_key_values`` still reads it).
         trace: extra information recorded by `decoding` (``trace["speculation"]``: a ``SpeculationStats``).
 
     It is a ``transformers.utils.ModelOutput``: attribute access, ``out["sequences"]``, ``out[0]``,

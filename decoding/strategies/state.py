@@ -13,6 +13,7 @@ import torch
 
 from ..outputs import GenerateOutput
 from ..stopping import StoppingCriteriaList
+from ..versions import CACHE_KEYWORD
 
 
 class StepOutputs:
@@ -114,4 +115,4 @@ class SequenceState(StepOutputs):
             logits=tuple(self.logits) if self.logits is not None else None,
             attentions=tuple(self.attentions) if self.attentions is not None else None,
             hidden_states=tuple(self.hidden_states) if self.hidden_states is not None else None,
-            past_key_values=cache, **extra)
+            **{CACHE_KEYWORD: cache}, **extra)   # the output field's name in the installed release

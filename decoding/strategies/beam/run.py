@@ -15,6 +15,7 @@ from .streaming import BeamStreamAdapter, is_beam_streamer, stream_best
 from .tree import BeamTree
 from ...config import Settings
 from ...outputs import BeamGenerateOutput
+from ...versions import CACHE_KEYWORD
 from .search import BeamConfig, beam_search, start
 from ..call import PreparedCall
 from ..state import StepOutputs
@@ -91,5 +92,5 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
         sequences_scores=result.sequences_scores if settings.output_scores else None,
         beam_indices=result.beam_indices,
         attentions=as_tuple(outputs.attentions), hidden_states=as_tuple(outputs.hidden_states),
-        past_key_values=runner.cache,
+        **{CACHE_KEYWORD: runner.cache},
         trace={"beam_tree": tree.finish(config.num_return_sequences)} if tree is not None else None)

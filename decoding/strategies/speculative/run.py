@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...outputs import GenerateOutput
 from ...stopping import MaxLengthCriteria, StoppingCriteriaList
+from ...versions import CACHE_KEYWORD
 from ..call import PreparedCall
 from ..state import StepOutputs
 from .block_runner import BlockRunner
@@ -56,5 +57,5 @@ def run(call: PreparedCall) -> GenerateOutput:
     stats.target_forwards, stats.draft_forwards = target.forwards, getattr(drafter, "forwards", 0)
     as_tuple = (lambda items: tuple(items) if items is not None else None)
     return GenerateOutput(sequences=sequences.padded(fill), scores=as_tuple(rounds.outputs.scores),
-                          logits=as_tuple(rounds.outputs.logits), past_key_values=target.cache,
+                          logits=as_tuple(rounds.outputs.logits), **{CACHE_KEYWORD: target.cache},
                           trace={"speculation": stats})
