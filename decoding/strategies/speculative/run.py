@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...caches import is_static
 from ...outputs import GenerateOutput
 from ...stopping import MaxLengthCriteria, StoppingCriteriaList
 from ..call import PreparedCall
@@ -16,6 +17,14 @@ def check(call: PreparedCall) -> None:
     """Refuse what speculation cannot do, before the first forward pass (see :func:`.setup.check_speculation`)."""
     check_speculation(call.settings, call.model, call.assistant_model, call.rows, call.streamer, call.seeds,
                       call.processors)
+    if is_static(call.cache):
+        raise ValueError("speculative decoding cannot run on a static cache (model.generate refuses it too: its "
+                         "drafts are cropped away); leave cache_implementation unset.")
+    if call.cache is not None:
+        raise NotImplementedError(
+            "speculative decoding does not continue a cache passed as past_key_values or built from "
+            "cache_implementation yet; pass the whole sequence without past_key_values (same tokens), or decode "
+            "without speculation.")
 
 
 def run(call: PreparedCall) -> GenerateOutput:
