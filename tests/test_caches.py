@@ -303,3 +303,64 @@ def test_the_builder_sizes_and_names():
     assert caches.past_length(None) == 0
     assert set(caches.IMPLEMENTATIONS) | {"paged"} == set(
         transformers.generation.configuration_utils.ALL_CACHE_IMPLEMENTATIONS) | {"paged"}
+
+
+# --- multi-turn chat ------------------------------------------------------------------------------------------------
+
+TURNS = ["What is the capital of France?", "And of Italy?", "Which of the two is larger?"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=12), dict(max_new_tokens=10, do_sample=True, seed=3)])
+def test_chat_reuses_the_cache_between_turns_with_the_tokens_of_recomputing(builtin, kwargs):
+    model, tokenizer = builtin
+    cached, scratch, chat_cache = [], [], decoding.ChatCache()
+    for question in TURNS:
+        cached.append({"role": "user", "content": question})
+        scratch.append({"role": "user", "content": question})
+        prompt_length = decoding.conversation.chat_prompt(tokenizer, cached).input_ids.shape[1]
+        answer = decoding.chat(model, tokenizer, cached, chat_cache=chat_cache, **kwargs)
+        assert answer == decoding.chat(model, tokenizer, scratch, **kwargs)
+        if len(cached) > 1:   # the previous prompt and answer come from the cache; only the rest is fed
+            assert chat_cache.reused > 0 and chat_cache.fed == prompt_length - chat_cache.reused
+            assert chat_cache.fed < 20
+        cached.append({"role": "assistant", "content": answer})
+        scratch.append({"role": "assistant", "content": answer})
+
+
+def test_an_edited_history_reuses_only_the_shared_prefix(builtin):
+    model, tokenizer = builtin
+    chat_cache = decoding.ChatCache()
+    first = decoding.chat(model, tokenizer, TURNS[0], chat_cache=chat_cache, max_new_tokens=8)
+    other = [{"role": "user", "content": "What is the capital of Spain?"}]
+    answer = decoding.chat(model, tokenizer, other, chat_cache=chat_cache, max_new_tokens=8)
+    assert answer == decoding.chat(model, tokenizer, other, max_new_tokens=8) != first
+    assert 0 < chat_cache.reused < decoding.conversation.chat_prompt(tokenizer, other).input_ids.shape[1]
+
+
+def test_chat_with_beams_runs_from_scratch_and_empties_the_chat_cache(builtin):
+    model, tokenizer = builtin
+    chat_cache = decoding.ChatCache()
+    decoding.chat(model, tokenizer, TURNS[0], chat_cache=chat_cache, max_new_tokens=4)
+    assert chat_cache.cache is not None
+    messages = [{"role": "user", "content": TURNS[0]}]
+    assert decoding.chat(model, tokenizer, messages, chat_cache=chat_cache, max_new_tokens=6, num_beams=2) == \
+        decoding.chat(model, tokenizer, messages, max_new_tokens=6, num_beams=2)
+    assert chat_cache.cache is None and chat_cache.reused == 0
+
+
+def test_cli_chat_reuses_the_cache_and_reset_clears_it(builtin_dir, monkeypatch, capsys):
+    import io
+    import sys
+
+    from decoding import cli
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{TURNS[0]}\n{TURNS[1]}\n/reset\n{TURNS[1]}\n/exit\n"))
+    status = cli.main(["chat", "--model", str(builtin_dir), "--max-new-tokens", "12", "--verbose"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    answers = out.out.strip().splitlines()
+    assert answers[0] == "The capital of France is Paris." and "Rome" in answers[1]
+    timings = [line for line in out.err.splitlines() if "new tokens in" in line]
+    assert len(timings) == 3
+    assert "reused from the previous turn's cache" in timings[1]
+    assert "reused" not in timings[0] and "reused" not in timings[2]   # the first turn, and after /reset
