@@ -38,10 +38,10 @@ __all__ = [
 ]
 
 # Loading, chat and memory (docs/loading.md, docs/chat.md); the command line is `python -m decoding`.
-from .conversation import chat  # noqa: E402
+from .conversation import ChatCache, chat  # noqa: E402
 from .loading import LoadedModel, load, release  # noqa: E402
 
-__all__ += ["load", "LoadedModel", "release", "chat"]
+__all__ += ["load", "LoadedModel", "release", "chat", "ChatCache"]
 
 # Names the top level exported before the research door moved them into their sub-packages; they keep
 # working for one release, with a DeprecationWarning that names the new place.

@@ -201,8 +201,12 @@ class _Session:
         if args.verbose:
             _say(f"loaded {loaded.source} ({args.quantization or 'not quantized'}) in {loaded.load_seconds:.2f} s")
 
-    def run(self, input_ids: Any, attention_mask: Any, kwargs: dict[str, Any]) -> tuple[Any, bool]:
-        """Generate (streaming to stdout) from ``[1, len]`` ids; returns (new ids ``[n]``, identical or True)."""
+    def run(self, input_ids: Any, attention_mask: Any, kwargs: dict[str, Any],
+            chat_cache: Any = None) -> tuple[Any, bool]:
+        """Generate (streaming to stdout) from ``[1, len]`` ids; returns (new ids ``[n]``, identical or True).
+
+        ``chat_cache``: a :class:`~decoding.conversation.ChatCache` to continue (not with ``--compare``,
+        which runs both libraries from scratch)."""
         import torch
 
         from .comparison import compare
@@ -230,17 +234,28 @@ class _Session:
             print(f"compare with model.generate (seed {seed}): {result.summary()}", flush=True)
             self.output = result.ours
             return result.ours.sequences[0, prompt_length:], result.identical
+        from .conversation import reuses_cache
+
+        reuse = chat_cache is not None and reuses_cache(self.model, kwargs)
+        if reuse:
+            kwargs = dict(kwargs, return_dict_in_generate=True, past_key_values=chat_cache.take(input_ids))
+        elif chat_cache is not None:
+            chat_cache.reset()
         if self.args.seed is not None:
             torch.manual_seed(self.args.seed)
         started = time.perf_counter()
         out = generate(self.model, input_ids, attention_mask=attention_mask, streamer=streamer, **kwargs)
         elapsed = time.perf_counter() - started
-        sequences = out.sequences if wants_scores else out
+        if reuse:
+            chat_cache.keep(out)
+        sequences = out.sequences if (wants_scores or reuse) else out
         self.output = out if wants_scores else None
         new = sequences[0, prompt_length:]
         if self.args.verbose and len(new):
+            fed = chat_cache.fed if reuse else prompt_length
             _say(f"{len(new)} new tokens in {elapsed:.2f} s ({1000 * elapsed / len(new):.1f} ms/token, prefill "
-                 f"of {prompt_length} tokens included)")
+                 f"of {fed} tokens included" + (f"; {chat_cache.reused} reused from the previous turn's cache)"
+                                                if reuse and chat_cache.reused else ")"))
         return new, True
 
 
@@ -363,12 +378,12 @@ def _generate_command(session: _Session) -> int:
     return 0 if identical else EXIT_DIFFERENT
 
 
-def _chat_turn(session: _Session, messages: list[dict]) -> tuple[str, bool]:
+def _chat_turn(session: _Session, messages: list[dict], chat_cache: Any = None) -> tuple[str, bool]:
     from .conversation import chat_generation_kwargs, chat_prompt, decode_answer
 
     prompt = chat_prompt(session.tokenizer, messages, merge_system=session.args.merge_system)
     kwargs = chat_generation_kwargs(session.model, session.tokenizer, **session.kwargs)
-    new, identical = session.run(prompt.input_ids, prompt.attention_mask, kwargs)
+    new, identical = session.run(prompt.input_ids, prompt.attention_mask, kwargs, chat_cache)
     return decode_answer(session.tokenizer, new), identical
 
 
@@ -378,7 +393,10 @@ def _chat_command(session: _Session) -> int:
     if args.message is not None:
         _, identical = _chat_turn(session, start + [{"role": "user", "content": args.message}])
         return 0 if identical else EXIT_DIFFERENT
+    from .conversation import ChatCache
+
     messages = list(start)
+    chat_cache = ChatCache()   # each turn continues the previous turn's key/value cache
     all_identical = True
     _say(f"chatting with {session.loaded.source}; /reset clears the history, /exit or Ctrl-D quits")
     while True:
@@ -392,12 +410,13 @@ def _chat_command(session: _Session) -> int:
             break
         if text == "/reset":
             messages = list(start)
+            chat_cache.reset()
             _say("history cleared")
             continue
         if not text:
             continue
         messages.append({"role": "user", "content": text})
-        answer, identical = _chat_turn(session, messages)
+        answer, identical = _chat_turn(session, messages, chat_cache)
         all_identical = all_identical and identical
         messages.append({"role": "assistant", "content": answer})
     return 0 if all_identical else EXIT_DIFFERENT

@@ -12,6 +12,11 @@ The steps, each a small public function:
 3. :func:`decoding.generate` runs, streaming into ``streamer``; the new tokens are decoded without
    special tokens and returned.
 
+Across turns, a :class:`ChatCache` (``chat(..., chat_cache=ChatCache())``) keeps the key/value cache
+of the previous turn: the next turn's prompt starts with the previous prompt and answer, so only the
+tokens after the longest shared prefix are fed (``past_key_values``, :mod:`decoding.caches`); the
+tokens are those of recomputing from scratch.
+
 Families differ; what this module does about it (docs/chat.md shows examples):
 
 - a template that rejects a system role (Gemma's raises "System role not supported") gives a
@@ -159,6 +164,86 @@ def chat_prompt(tokenizer: Any, messages: Messages, add_generation_prompt: bool 
     return ChatPrompt(text, ids, mask, messages)
 
 
+class ChatCache:
+    """The key/value cache of a conversation, kept from one turn to the next.
+
+    After a turn it holds the turn's whole sequence (prompt and answer) and the cache the model
+    filled (every position but the last token's, which was never fed). The next turn's prompt is
+    compared with that sequence: the cache is cropped to their longest shared prefix (the template may
+    render the answer back in other tokens, or a history may be edited) and continued from there, so
+    the prefill feeds only the rest. Nothing shared (or a cache that cannot be cropped there, such as
+    a sliding-window layer past its window): the turn runs from scratch.
+
+    Only plain greedy search and sampling (one sequence, no speculation, the default cache) keep a
+    cache; any other call runs from scratch and leaves the chat cache empty.
+
+    Attributes:
+        sequence: ``[n]`` int64, the last turn's prompt and answer (None before the first turn).
+        cache: the ``transformers`` cache holding ``sequence[:-1]`` (None before the first turn).
+        reused: positions the latest turn took from the cache (0: it ran from scratch).
+        fed: prompt tokens the latest turn fed to the model.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the cache (``/reset`` in the CLI's chat): the next turn runs from scratch."""
+        self.sequence: Optional[torch.LongTensor] = None
+        self.cache: Any = None
+        self.reused = 0
+        self.fed = 0
+
+    def take(self, input_ids: torch.LongTensor) -> Any:
+        """The cache to continue for a prompt ``input_ids`` (``[1, length]``), cropped to the prefix it
+        shares with the previous turn's sequence; None (and the chat cache emptied) when there is none."""
+        cache, sequence = self.cache, self.sequence
+        self.reset()
+        length = input_ids.shape[1]
+        self.fed = length
+        if cache is None or input_ids.shape[0] != 1:
+            return None
+        previous, prompt = sequence.tolist(), input_ids[0].tolist()
+        shared = 0
+        for a, b in zip(previous, prompt):
+            if a != b:
+                break
+            shared += 1
+        held = cache.get_seq_length()
+        keep = min(shared, held, length - 1)       # at least one prompt token is fed (it gives the logits)
+        if keep <= 0:
+            return None
+        try:
+            if held > keep:
+                cache.crop(keep - held)
+        except (ValueError, RuntimeError):          # a layer that cannot go back there: from scratch
+            return None
+        self.reused, self.fed = keep, length - keep
+        return cache
+
+    def keep(self, output: Any) -> None:
+        """Remember a turn's output (``return_dict_in_generate=True``: ``sequences`` ``[1, n]`` and its cache)."""
+        self.sequence = output.sequences[0].detach().cpu()
+        self.cache = output.past_key_values
+
+
+def reuses_cache(model: Any, generation_kwargs: dict[str, Any]) -> bool:
+    """Whether a chat turn with these keyword arguments can continue a :class:`ChatCache`: greedy search or
+    sampling of one sequence, without speculation, a custom strategy or another cache."""
+    from .caches import normalized
+    from .config import CONFIG_FIELDS, resolve_settings
+
+    kwargs = generation_kwargs
+    if any(kwargs.get(name) is not None for name in ("assistant_model", "strategy", "custom_generate",
+                                                     "past_key_values")):
+        return False
+    settings = resolve_settings(model, kwargs.get("generation_config"),
+                                {k: v for k, v in kwargs.items() if k in CONFIG_FIELDS})
+    return bool(settings.use_cache and settings.num_beams == 1 and settings.num_return_sequences == 1
+                and not settings.prompt_lookup_num_tokens and not settings.assistant_early_exit
+                and normalized(settings.cache_implementation) is None)
+
+
 def _ids(value: Any) -> list[int]:
     if value is None:
         return []
@@ -214,7 +299,8 @@ def chat_generation_kwargs(model: Any, tokenizer: Any, **generation_kwargs: Any)
 
 
 def chat(model: Any, tokenizer: Any, messages: Messages, *, streamer: Any = None, add_generation_prompt: bool = True,
-         merge_system: bool = False, template_kwargs: Optional[dict] = None, **generation_kwargs: Any) -> str:
+         merge_system: bool = False, template_kwargs: Optional[dict] = None, chat_cache: Optional[ChatCache] = None,
+         **generation_kwargs: Any) -> str:
     """Answer a conversation: render it, generate (streaming), return the new text without the prompt.
 
     Args:
@@ -228,6 +314,8 @@ def chat(model: Any, tokenizer: Any, messages: Messages, *, streamer: Any = None
         add_generation_prompt: append the assistant header (see :func:`chat_prompt`).
         merge_system: for templates without a system role, merge it into the first user message.
         template_kwargs: passed to ``apply_chat_template`` (``tools=``, ``continue_final_message=``, ...).
+        chat_cache: a :class:`ChatCache` to continue and update: pass the same one every turn of a
+            conversation, and only the tokens after what the previous turn left in it are computed.
         **generation_kwargs: keyword arguments of :func:`decoding.generate` (``max_new_tokens``,
             ``do_sample``, ``temperature``, ...), completed by :func:`chat_generation_kwargs`.
 
@@ -241,8 +329,15 @@ def chat(model: Any, tokenizer: Any, messages: Messages, *, streamer: Any = None
     prompt = chat_prompt(tokenizer, messages, add_generation_prompt, merge_system, **(template_kwargs or {}))
     kwargs = chat_generation_kwargs(model, tokenizer, **generation_kwargs)
     device = _input_device(model)
+    reuse = chat_cache is not None and reuses_cache(model, kwargs)
+    if reuse:
+        kwargs.update(return_dict_in_generate=True, past_key_values=chat_cache.take(prompt.input_ids))
+    elif chat_cache is not None:
+        chat_cache.reset()
     output = generate(model, prompt.input_ids.to(device), attention_mask=prompt.attention_mask.to(device),
                       streamer=streamer, **kwargs)
+    if reuse:
+        chat_cache.keep(output)
     sequences = output if isinstance(output, torch.Tensor) else output.sequences
     return decode_answer(tokenizer, sequences[0, prompt.input_ids.shape[1]:])
 

@@ -13,12 +13,14 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
+from .caches import build_cache, check_cache_request, check_continuation, normalized, past_length
 from .config import resolve_settings
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens, take_inputs
 from .knobs import KNOBS, REFUSED
 from .model_kwargs import ModelKwargs, split_model_kwargs
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
 from .processors.orders import check_order, reorder
+from .runner import model_device
 from .seeding import row_seeds
 from .stopping import build_stopping
 from .strategies.beam.run import check_beam_arguments
@@ -112,9 +114,11 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     settings = resolve_settings(model, generation_config, kwargs)
     check_not_yet_implemented(settings, {
         "prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "assistant_model": assistant_model,
-        "negative_prompt_ids": negative_prompt_ids, "past_key_values": past_key_values,
+        "negative_prompt_ids": negative_prompt_ids,
         "negative_prompt_attention_mask": negative_prompt_attention_mask, "seed": seed, "order": order})
     check_settings(settings)
+    check_cache_request(settings.cache_implementation, settings.cache_config, past_key_values,
+                        bool(settings.use_cache), model_device(model))
     check_order(order)
     check_beam_arguments(settings, streamer, output_beam_tree, seed)
 
@@ -130,11 +134,13 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     if attention_mask is None:
         attention_mask = infer_attention_mask(input_ids, pad, eos)
     else:
-        check_attention_mask(attention_mask, input_ids)
+        check_attention_mask(attention_mask, input_ids, past_length(past_key_values))
     prompt_length = input_ids.shape[1]
     max_length = resolve_max_length(settings, prompt_length, model, attention_mask)
 
     rows_per_prompt = max(settings.num_beams, settings.num_return_sequences)
+    check_continuation(past_key_values, prompt_length, attention_mask.shape[1], input_ids.shape[0] * rows_per_prompt,
+                       max_length)
     seeds = row_seeds(seed, input_ids.shape[0] * rows_per_prompt)
     vocab_size = _vocab_width(model)
     check_processor_inputs(settings, vocab_size, input_ids.shape[0], rows_per_prompt, prefix_allowed_tokens_fn,
@@ -146,7 +152,8 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
 
     context = PipelineContext(vocab_size=vocab_size, prompt_length=prompt_length,
                               eos_token_ids=eos, num_beams=settings.num_beams, device=device,
-                              max_length=max_length, prompt_ids=prompt_ids, attention_mask=attention_mask,
+                              max_length=max_length, prompt_ids=prompt_ids,
+                              attention_mask=attention_mask[:, attention_mask.shape[1] - prompt_length:],
                               model=model, use_cache=bool(settings.use_cache),
                               prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
                               negative_prompt_ids=negative_prompt_ids,
@@ -155,9 +162,13 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
+    cache = past_key_values
+    if cache is None and settings.use_cache and normalized(settings.cache_implementation) is not None:
+        cache = build_cache(model, settings.cache_implementation, max_length, settings.cache_config,
+                            settings.max_cache_len)
     return PreparedCall(model, settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length,
                         seeds, streamer=streamer, assistant_model=assistant_model, tokenizer=tokenizer,
-                        output_beam_tree=output_beam_tree, model_kwargs=model_kwargs)
+                        output_beam_tree=output_beam_tree, model_kwargs=model_kwargs, cache=cache)
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order: Any = "hf",

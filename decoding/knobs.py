@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .caches import IMPLEMENTATIONS
 from .checks import Check, integer, interval, is_number, positive
 from .declarations import (CALL, GROUPS, LENGTH, OUTPUTS, PROCESSORS, SPECIAL_TOKENS, SPECULATIVE, STRATEGY,
                            Knob, literal)
@@ -167,9 +168,26 @@ _CALL_ARGUMENTS = (
 )
 
 
+# caches (decoding/caches.py): the reference's cache keywords and past_key_values
+_CACHE_KNOBS = (
+    Knob("cache_implementation", STRATEGY, "the key/value cache: None/'dynamic' (grows), 'static' (fixed shape, "
+         "sized to the call), 'quantized' (with cache_config), ... (docs/api.md#caches)", type=str,
+         check=Check(lambda v: isinstance(v, str) and v in IMPLEMENTATIONS + ("paged",),
+                     f"must be one of {IMPLEMENTATIONS + ('paged',)} (or None)", "a cache name")),
+    Knob("cache_config", STRATEGY, "options of the quantized cache: backend ('quanto', 'hqq', 'fp8'), nbits, "
+         "q_group_size, residual_length, ...", check=Check(lambda v: isinstance(v, dict), "must be a dict", "a dict"),
+         flag=False),
+    Knob("max_cache_len", STRATEGY, "a static cache holds at least this many positions (one shape for calls of "
+         "different lengths)", type=int, check=integer("must be an integer >= 1", 1)),
+    Knob("past_key_values", CALL, "a cache to continue (a previous call's out.past_key_values, a DynamicCache): "
+         "pass the whole sequence, or the new tokens with the whole sequence's attention_mask", flag=False),
+)
+
+
 def _table() -> dict[str, Knob]:
     """The reference's knobs, the registered samplers' knobs and the call arguments, by group (GROUPS order)."""
-    declared = [*_REFERENCE_KNOBS, *(knob for sampler in SAMPLERS for knob in sampler.knobs), *_CALL_ARGUMENTS]
+    declared = [*_REFERENCE_KNOBS, *(knob for sampler in SAMPLERS for knob in sampler.knobs), *_CALL_ARGUMENTS,
+                *_CACHE_KNOBS]
     table: dict[str, Knob] = {}
     for knob in sorted(declared, key=lambda k: GROUPS.index(k.group)):   # stable: declaration order within a group
         if knob.name in table:
@@ -241,12 +259,9 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("assistant_lookbehind", 10, _UAD, False),
     Refused("target_lookbehind", 10, _UAD, False),
     Refused("inputs_embeds", None, "a prompt given as embeddings", True, config_field=False),
-    Refused("past_key_values", None, "continuing from a cache passed in", True, config_field=False),
     Refused("low_memory", None, "sequential beam search (which the reference refuses too)", False, off=(False,)),
-    Refused("cache_implementation", None, "another key/value cache class" + _NOT_TOKENS, False),
-    Refused("cache_config", None, "options of another key/value cache class" + _NOT_TOKENS, False),
-    Refused("max_cache_len", None, "a pre-sized static cache" + _NOT_TOKENS, False),
-    Refused("compile_config", None, "torch.compile of the forward pass" + _NOT_TOKENS, False),
+    Refused("compile_config", None, "torch.compile of the forward pass (planned: issue 15's compiled path, built "
+            "on cache_implementation='static', which runs today without compile)" + _NOT_TOKENS, False),
     Refused("disable_compile", None, "compilation settings (decoding never compiles: either value passes)", False,
             off=(False, True)),
     Refused("prefill_chunk_size", None, "a prompt prefilled in chunks" + _NOT_TOKENS, False),

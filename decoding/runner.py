@@ -6,7 +6,10 @@ It sends exactly what the reference sends:
 - each step: one token per row, ``position_ids = last + 1``, the mask grown by a column of ones
   (finished rows included);
 - the attention mask is never passed when the prompt mask is all ones;
-- ``logits_to_keep=1`` when ``model.forward`` accepts it; ``use_cache=True``; a ``DynamicCache``.
+- ``logits_to_keep=1`` when ``model.forward`` accepts it; ``use_cache=True``; a ``DynamicCache``, or
+  the cache it is given (:mod:`decoding.caches`): a static cache's forwards get the 4-D mask the
+  reference builds for them, and a cache that already holds positions is continued (the prefill
+  feeds only what it lacks).
 
 Logits come back as a float32 copy of the last position, ``[rows, vocab]``, on the device of the
 caller's ``input_ids`` (where all bookkeeping runs, as in the reference).
@@ -30,6 +33,7 @@ from typing import Any, Optional
 import torch
 
 from .model_kwargs import ModelKwargs
+from .caches import is_static, past_length, prepared_mask
 from .versions import CACHE_KEYWORD, new_dynamic_cache
 
 
@@ -66,7 +70,9 @@ class ModelRunner:
             prompt's width and doubles up to it (stepping past it still works).
         use_cache: False re-feeds the whole sequence every step, as the reference does.
         output_device: where logits are returned (the device of ``input_ids``).
-        cache: a cache to use instead of a new ``DynamicCache``.
+        cache: a cache to use instead of a new ``DynamicCache``. If it already holds ``P`` positions, the
+            prefill continues it: ``attention_mask`` then covers the whole sequence (the cached
+            positions too), and :meth:`prefill` is given either the whole sequence or only the new tokens.
         output_attentions / output_hidden_states: ask the model for them; the latest forward's
             output stays in ``last_output``.
         croppable: keep the whole history of sliding-window layers until the next :meth:`crop`, so
@@ -113,6 +119,8 @@ class ModelRunner:
             self.cache = new_dynamic_cache(config)
         else:
             self.cache = None
+        self.past = past_length(self.cache)           # positions the cache held before this runner
+        self.static = is_static(self.cache)           # fixed-shape cache: forwards get a prepared 4-D mask
         if croppable and self.cache is not None and hasattr(self.cache, "activate_past_recording"):
             self.cache.activate_past_recording()
 
@@ -126,7 +134,8 @@ class ModelRunner:
         return self._mask[:, :self.length] if self.pass_mask else None
 
     @torch.no_grad()
-    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, **extra: Any) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, first: bool = False,
+                 **extra: Any) -> torch.Tensor:
         """One forward; no autograd graph is recorded (decoding never needs gradients)."""
         kwargs = dict(self._extra)
         if self.inputs:
@@ -136,6 +145,8 @@ class ModelRunner:
         if self.use_cache:
             kwargs[CACHE_KEYWORD] = self.cache
         mask = self.attention_mask
+        if self.static:
+            mask = prepared_mask(self.model, self.cache, mask, position_ids, input_ids.shape[1], first)
         if mask is not None:
             kwargs["attention_mask"] = mask
         out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
@@ -144,12 +155,20 @@ class ModelRunner:
         return out.logits[:, -1].to(copy=True, dtype=torch.float32, device=self.output_device)
 
     def prefill(self, input_ids: torch.LongTensor, **extra: Any) -> torch.FloatTensor:
-        """Run the whole prompt. ``input_ids``: ``[rows, prompt_len]``; returns ``[rows, vocab]`` float32."""
-        self.length = input_ids.shape[1]
+        """Run the prompt. ``input_ids``: ``[rows, n]``; returns ``[rows, vocab]`` float32.
+
+        ``n`` is the mask's width, or, when the cache already holds ``P`` positions, either that (the
+        whole sequence: ``input_ids[:, P:]`` is fed, as the reference does) or fewer (only the new
+        tokens, all fed, at the last ``n`` positions of the mask).
+        """
+        self.length = self.prompt_length
         ids = input_ids.to(self.device)
+        if self.past and ids.shape[1] == self.prompt_length:
+            ids = ids[:, self.past:]
         if not self.use_cache:
             self._tokens = ids
-        return self._forward(ids, self._prompt_positions, **extra)
+        positions = self._prompt_positions[:, self.prompt_length - ids.shape[1]:]
+        return self._forward(ids, positions, first=True, **extra)
 
     def step(self, tokens: torch.LongTensor, **extra: Any) -> torch.FloatTensor:
         """Feed one token per row (``[rows]`` int64); returns the next ``[rows, vocab]`` float32 logits."""

@@ -54,11 +54,21 @@ def check_input_ids(input_ids: Any, vocab_size: Optional[int]) -> None:
             f"[0, {vocab_size}); was it made by a different tokenizer?")
 
 
-def check_attention_mask(attention_mask: Any, input_ids: torch.Tensor) -> None:
-    """The mask must be a 0/1 tensor of exactly the shape of ``input_ids``."""
+def check_attention_mask(attention_mask: Any, input_ids: torch.Tensor, past: int = 0) -> None:
+    """The mask must be a 0/1 tensor of the shape of ``input_ids``; when continuing a cache that holds
+    ``past`` positions, it may instead cover them too (``[batch, past + len]``, only the new tokens given)."""
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}.")
-    if tuple(attention_mask.shape) != tuple(input_ids.shape):
+    rows, length = input_ids.shape
+    if past and tuple(attention_mask.shape) == (rows, past + length):
+        pass
+    elif past and tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)} and "
+            f"past_key_values holds {past} positions: pass the whole sequence with its mask (both "
+            f"[{rows}, n], n > {past}), or only the new tokens with the mask of the whole sequence "
+            f"([{rows}, {past} + {length}]).")
+    elif tuple(attention_mask.shape) != tuple(input_ids.shape):
         raise ValueError(
             f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
             f"{tuple(input_ids.shape)}; they must match (1 for real tokens, 0 for left padding).")

@@ -252,21 +252,14 @@ def test_refusals_from_a_generation_config():
 def test_model_generation_config_refuses_what_changes_tokens_and_ignores_the_rest():
     model = copy.deepcopy(tiny_model("llama"))
     plain = decoding.generate(model, IDS, max_new_tokens=4)
-    model.generation_config.cache_implementation = "static"   # a checkpoint may carry it: same tokens
-    model.generation_config.prefill_chunk_size = 2
+    model.generation_config.prefill_chunk_size = 2   # a checkpoint may carry it: same tokens
     assert torch.equal(decoding.generate(model, IDS, max_new_tokens=4), plain)
-    with pytest.raises(NotImplementedError, match="cache_implementation"):   # asked for in the call: refused
-        decoding.generate(model, IDS, max_new_tokens=4, cache_implementation="offloaded")
+    with pytest.raises(NotImplementedError, match="prefill_chunk_size"):   # asked for in the call: refused
+        decoding.generate(model, IDS, max_new_tokens=4, prefill_chunk_size=2)
     model.generation_config.dola_layers = "low"
     with pytest.raises(NotImplementedError, match=r"dola_layers='low'.*model\.generation_config.*= None"):
         decoding.generate(model, IDS, max_new_tokens=4)
     decoding.generate(model, IDS, max_new_tokens=4, dola_layers=None)   # an explicit None overrides it
-
-
-def test_past_key_values_stays_refused(model):
-    cache = transformers.DynamicCache()
-    with pytest.raises(NotImplementedError, match="past_key_values"):
-        decoding.generate(model, IDS, max_new_tokens=2, past_key_values=cache)
 
 
 def test_inputs_is_the_references_name_for_input_ids(model):

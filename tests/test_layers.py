@@ -21,6 +21,7 @@ LAYERS = [
      "decoding.streaming", "decoding.checks", "decoding.model_kwargs"],
     ["decoding.versions"],   # the reference-release switches (it warns with an errors.py class)
     ["decoding.declarations"],
+    ["decoding.caches"],
     ["decoding.runner"],
     ["decoding.processors"],
     ["decoding.knobs"],

@@ -38,7 +38,8 @@ class PreparedCall:
         settings: every generation keyword, resolved as the reference resolves them.
         input_ids: ``[rows, prompt_len]`` int64, left-padded, each prompt repeated
             ``max(num_beams, num_return_sequences)`` times (rows ``b * n .. b * n + n - 1``).
-        attention_mask: ``[rows, prompt_len]`` 0/1, expanded the same way.
+        attention_mask: ``[rows, prompt_len]`` 0/1, expanded the same way; continuing a cache with only
+            the new tokens, ``[rows, past + prompt_len]`` (it covers the cached positions too).
         processors: the ordered pipeline, ``(input_ids, scores) -> scores``.
         context: what the processors were built with (vocabulary size, prompt length, eos ids, ...).
         criteria: the stopping criteria, ``(input_ids, scores) -> done [rows] bool``.
@@ -49,6 +50,8 @@ class PreparedCall:
         assistant_model, tokenizer, output_beam_tree: the ``generate`` arguments of those names.
         model_kwargs: the caller's inputs of ``model.forward`` (``token_type_ids``, ``position_ids``, ...),
             rows expanded like ``input_ids``; :meth:`new_runner` passes them on.
+        cache: the cache the runner uses (``past_key_values``, or one built from ``cache_implementation``);
+            None: the runner's default ``DynamicCache`` (see :mod:`decoding.caches`).
     """
 
     model: Any
@@ -68,6 +71,7 @@ class PreparedCall:
     output_beam_tree: bool = False
     progress: Optional[Callable[[], torch.LongTensor]] = None
     model_kwargs: Optional[ModelKwargs] = None
+    cache: Any = None
 
     @property
     def rows(self) -> int:
@@ -93,7 +97,8 @@ class PreparedCall:
         """A model runner for this call: its model, mask, length limit, cache and output options."""
         options = dict(use_cache=bool(self.settings.use_cache), output_device=self.input_ids.device,
                        output_attentions=bool(self.settings.output_attentions),
-                       output_hidden_states=bool(self.settings.output_hidden_states), model_kwargs=self.model_kwargs)
+                       output_hidden_states=bool(self.settings.output_hidden_states), model_kwargs=self.model_kwargs,
+                       cache=self.cache)
         options.update(overrides)
         return ModelRunner(self.model, self.attention_mask, self.max_length, **options)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...caches import is_static
 from ...outputs import GenerateOutput
 from ...stopping import MaxLengthCriteria, StoppingCriteriaList
 from ...versions import CACHE_KEYWORD
@@ -24,6 +25,14 @@ def check(call: PreparedCall) -> None:
         raise NotImplementedError(
             f"{given} with speculative decoding: decoding passes model inputs to the target only, with prompt lookup "
             "(prompt_lookup_num_tokens) and without caller-given position_ids; drop them, or the speculation.")
+    if is_static(call.cache):
+        raise ValueError("speculative decoding cannot run on a static cache (model.generate refuses it too: its "
+                         "drafts are cropped away); leave cache_implementation unset.")
+    if call.cache is not None:
+        raise NotImplementedError(
+            "speculative decoding does not continue a cache passed as past_key_values or built from "
+            "cache_implementation yet; pass the whole sequence without past_key_values (same tokens), or decode "
+            "without speculation.")
 
 
 def run(call: PreparedCall) -> GenerateOutput:
