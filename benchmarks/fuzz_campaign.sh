@@ -8,6 +8,11 @@
 # shrinking it), so a seed's count is what Hypothesis reports it ran. One line per seed goes to
 # $LOG (default fuzz_campaign.log): seed, examples run, pass/FAIL; each failing seed's falsifying
 # example and error follow it. The last line sums up: examples run, seeds, failing seeds.
+#
+# With REFRESH_FROM=<a git checkout>, the script's own folder is a copy that is refreshed from that
+# checkout's HEAD before each seed (git archive), so a campaign run from a copy tests the latest
+# commit while work goes on in the checkout:
+#   git archive HEAD | tar -x -C /tmp/fuzz && REFRESH_FROM=$PWD /tmp/fuzz/benchmarks/fuzz_campaign.sh
 set -u
 TOTAL=${1:-20000}
 PER_SEED=${2:-1000}
@@ -25,6 +30,9 @@ echo "campaign: $TOTAL examples as $seeds seeds of $PER_SEED, from seed $FIRST, 
 for ((i = 0; i < seeds; i++)); do
     seed=$((FIRST + i))
     out=$(mktemp)
+    if [ -n "${REFRESH_FROM:-}" ]; then
+        git -C "$REFRESH_FROM" archive HEAD | tar -x -C "$ROOT"
+    fi
     DECODING_FUZZ_SEED=$seed DECODING_FUZZ_EXAMPLES=$PER_SEED nice -n 19 "$PYTHON" -m pytest tests/test_fuzz.py -q \
         -p no:cacheprovider --hypothesis-show-statistics > "$out" 2>&1
     status=$?
