@@ -11,6 +11,8 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+import torch
+
 # The groups of the table, in the order the docs and the CLI help show them.
 LENGTH, STRATEGY, PROCESSORS, BEYOND = "length", "strategy", "processors", "beyond the reference"
 SPECIAL_TOKENS, OUTPUTS, SPECULATIVE, CALL = "special tokens", "outputs", "speculative", "call arguments"
@@ -79,7 +81,14 @@ class Knob:
             raise ValueError(f"Knob {self.name!r}: group must be one of {GROUPS}, got {self.group!r}.")
 
     def validate(self, value: Any) -> None:
-        """Raise the knob's ``ValueError`` if ``value`` is out of range (``None`` passes when nullable)."""
+        """Raise the knob's ``ValueError`` if ``value`` is out of range (``None`` passes when nullable).
+
+        A tensor where a number or a flag goes is refused here for every such knob (its comparisons
+        would give tensors, not answers): pass ``value.item()``.
+        """
+        if self.type in (int, float, bool) and isinstance(value, torch.Tensor):
+            raise ValueError(f"`{self.name}` must be a plain Python {self.type.__name__}, but is a tensor "
+                             f"({value!r}); pass value.item().")
         if self.check is not None and (value is not None or not self.nullable):
             self.check(self.name, value)
 

@@ -27,14 +27,21 @@ from .strategies.beam.run import check_beam_arguments
 from .strategies.call import PreparedCall
 from .strategies.contract import (STRATEGIES, mode, run_custom_generate, run_strategy, split_custom_keywords,
                                   user_strategy)
-from .validation import (check_attention_mask, check_input_ids, check_not_yet_implemented,
-                         check_processor_inputs, check_settings, input_vocab_size)
+from .validation import (check_attention_mask, check_call_objects, check_devices, check_input_ids,
+                         check_not_yet_implemented, check_processor_inputs, check_settings, check_special_tokens,
+                         input_vocab_size)
 
 
 def _vocab_width(model: Any) -> Optional[int]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(head, "weight", None)
     return int(weight.shape[0]) if weight is not None else input_vocab_size(model)
+
+
+def _config_names(generation_config: Any) -> set:
+    """The fields a ``generation_config`` argument sets (not None)."""
+    values = generation_config if isinstance(generation_config, dict) else getattr(generation_config, "__dict__", {})
+    return {name for name, value in values.items() if value is not None}
 
 
 @torch.no_grad()
@@ -111,6 +118,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     """
     input_ids = take_inputs(input_ids, kwargs)
     model_kwargs = ModelKwargs(split_model_kwargs(model, kwargs, known=set(KNOBS) | set(REFUSED)))
+    given = {name for name, value in kwargs.items() if value is not None}
     settings = resolve_settings(model, generation_config, kwargs)
     check_not_yet_implemented(settings, {
         "prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "assistant_model": assistant_model,
@@ -119,16 +127,20 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     check_settings(settings)
     check_cache_request(settings.cache_implementation, settings.cache_config, past_key_values,
                         bool(settings.use_cache), model_device(model))
+    check_call_objects(logits_processor, stopping_criteria, streamer)
     check_order(order)
     check_beam_arguments(settings, streamer, output_beam_tree, seed)
 
+    check_devices(input_ids, attention_mask)
+    given |= _config_names(generation_config)
+    check_special_tokens(settings, input_vocab_size(model), given)
     device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
     eos, pad = special_tokens(settings, device)
     if input_ids is None:
         if settings.bos_token_id is None:
             raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided; pass input_ids.")
         input_ids = torch.tensor([[int(settings.bos_token_id)]], dtype=torch.long)
-    check_input_ids(input_ids, input_vocab_size(model))
+    check_input_ids(input_ids, input_vocab_size(model), settings.bos_token_id)
     input_ids = input_ids.long()
     model_kwargs.check(input_ids)
     if attention_mask is None:

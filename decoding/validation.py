@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import torch
 
-from .checks import is_finite
+from .checks import is_finite, is_int
 from .config import Settings
 from .knobs import KNOBS, REFUSED
 from .processors.checks import check_processor_inputs, check_processor_settings  # noqa: F401 (re-exported)
@@ -28,7 +28,25 @@ def input_vocab_size(model: Any) -> Optional[int]:
         return int(size) if size is not None else None
 
 
-def check_input_ids(input_ids: Any, vocab_size: Optional[int]) -> None:
+def check_devices(input_ids: Any, attention_mask: Any) -> None:
+    """``input_ids`` and ``attention_mask`` hold data (not ``meta``) on one device.
+
+    The model may sit elsewhere: the runner moves each step's ids to the model's device and returns
+    the logits to the device of ``input_ids``, where the bookkeeping runs (as the reference does).
+    """
+    tensors = {name: value for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask))
+               if isinstance(value, torch.Tensor)}
+    if len(tensors) == 2 and input_ids.device != attention_mask.device:
+        raise ValueError(
+            f"input_ids is on {input_ids.device} but attention_mask is on {attention_mask.device}; put them on one "
+            f"device, e.g. attention_mask.to(input_ids.device) (tokenizer(...).to(device) moves both).")
+    for name, value in tensors.items():
+        if value.is_meta:
+            raise ValueError(f"{name} is on the 'meta' device, which holds no values; create it on a real device "
+                             "(for example torch.tensor(..., device='cpu')).")
+
+
+def check_input_ids(input_ids: Any, vocab_size: Optional[int], bos_token_id: Any = None) -> None:
     """``input_ids`` must be a 2-D integer tensor ``[batch, length]`` of ids in ``[0, vocab)``."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(
@@ -42,9 +60,11 @@ def check_input_ids(input_ids: Any, vocab_size: Optional[int]) -> None:
         fix = " Add a batch dimension with input_ids[None]." if input_ids.dim() == 1 else ""
         raise ValueError(f"input_ids must be 2-D [batch, length], got shape {tuple(input_ids.shape)}.{fix}")
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        start = (f"; or pass input_ids=None to start from the bos token ({bos_token_id})"
+                 if bos_token_id is not None else "")
         raise ValueError(
             f"input_ids is empty (shape {tuple(input_ids.shape)}); give at least one token per row "
-            "(for example the tokenizer's bos token).")
+            f"(for example the tokenizer's bos token){start}.")
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or (vocab_size is not None and high >= vocab_size):
         bad = low if low < 0 else high
@@ -59,6 +79,9 @@ def check_attention_mask(attention_mask: Any, input_ids: torch.Tensor, past: int
     ``past`` positions, it may instead cover them too (``[batch, past + len]``, only the new tokens given)."""
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}.")
+    if attention_mask.dtype.is_complex:
+        raise TypeError(f"attention_mask must hold 0 and 1 as integers (or bool), got dtype {attention_mask.dtype}; "
+                        "convert it with attention_mask.long().")
     rows, length = input_ids.shape
     if past and tuple(attention_mask.shape) == (rows, past + length):
         pass
@@ -81,6 +104,58 @@ def _short(value: Any) -> str:
         return f"<tensor of shape {tuple(value.shape)}>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _special_id_values(value: Any) -> Optional[list]:
+    """The ids of a special-token value (an id, a list of ids, an integer tensor), or None when it is none of those."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 1 or value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            return None
+        return value.reshape(-1).tolist()
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return list(values) if all(is_int(v) for v in values) else None
+
+
+def check_special_tokens(settings: Settings, vocab_size: Optional[int], given: set) -> None:
+    """``bos_token_id``, ``eos_token_id`` (one id or a list) and ``pad_token_id`` are ids of the vocabulary.
+
+    Types are checked wherever the value came from; the range ``[0, vocab)`` only for the names in
+    ``given`` (keywords and the ``generation_config`` argument): a model's own config is trusted, as
+    the reference trusts it (some ship ``pad_token_id=-1``).
+    """
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        ids = _special_id_values(value)
+        if ids is None or (name != "eos_token_id" and len(ids) != 1):
+            kind = "a token id or a list of token ids" if name == "eos_token_id" else "one token id (an integer)"
+            raise TypeError(f"`{name}` has to be {kind}, but is {_short(value)}.")
+        if name not in given:
+            continue
+        outside = sorted({int(t) for t in ids if t < 0 or (vocab_size is not None and t >= vocab_size)})
+        if outside:
+            raise ValueError(f"`{name}` holds token ids {outside}, outside the model's vocabulary [0, {vocab_size}); "
+                             f"use the ids of this model's tokenizer (tokenizer.{name}).")
+
+
+def check_call_objects(logits_processor: Any, stopping_criteria: Any, streamer: Any) -> None:
+    """Processors and criteria are lists of callables; a streamer has ``put`` and ``end`` (or ``on_step``)."""
+    for name, value, shape in (("logits_processor", logits_processor, "(input_ids, scores) -> scores"),
+                               ("stopping_criteria", stopping_criteria, "(input_ids, scores) -> done")):
+        if value is None:
+            continue
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or callable(value):
+            raise TypeError(f"`{name}` has to be a list of callables {shape}, but is {_short(value)}; "
+                            f"wrap a single one in a list.")
+        for item in value:
+            if not callable(item):
+                raise TypeError(f"`{name}` holds {_short(item)}, which is not callable; each item is a callable "
+                                f"{shape}.")
+    if streamer is not None and not callable(getattr(streamer, "on_step", None)) and not (
+            callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise TypeError(f"`streamer` has to have put(ids) and end() methods (see decoding.streaming), but is "
+                        f"{_short(streamer)}.")
 
 
 def check_not_yet_implemented(settings: Settings, call_arguments: dict[str, Any]) -> None:
@@ -120,6 +195,10 @@ def check_settings(settings: Settings) -> None:
         raise ValueError(
             "`temperature` (=0) has to be strictly positive when do_sample=True; for greedy "
             "decoding set do_sample=False.")
+    if s.do_sample and s.top_p == 0:
+        raise ValueError(
+            "`top_p` (=0) keeps no token when sampling (it must be in (0, 1]); use top_k=1 or do_sample=False "
+            "for greedy decoding, or top_p=1.0 to turn it off.")
     if s.num_beams == 1 and not s.do_sample and s.num_return_sequences != 1:
         raise ValueError(
             "Greedy methods (do_sample != True) without beam search do not support "

@@ -128,7 +128,7 @@ def check_dry(dry_multiplier, dry_base, dry_allowed_length, dry_penalty_last_n) 
 
 def check_breakers(breakers: Any) -> None:
     """``dry_sequence_breakers``: a list whose entries are token ids (ints >= 0) or strings."""
-    if isinstance(breakers, (str, bytes, numbers.Integral)) or not isinstance(breakers, Iterable):
+    if not isinstance(breakers, (list, tuple, set, frozenset)):
         raise ValueError(f"`dry_sequence_breakers` must be a list of token ids or strings, but is {breakers!r}.")
     for breaker in breakers:
         if not (isinstance(breaker, str) or (isinstance(breaker, numbers.Integral) and not isinstance(breaker, bool)
@@ -195,7 +195,8 @@ def _check_one(name, value) -> None:
     """Check one DRY knob with the others at their defaults, so the rule that fails is its own."""
     values = {knob.name: knob.companion for knob in (DRY_BASE, DRY_ALLOWED_LENGTH, DRY_PENALTY_LAST_N)}
     values["dry_multiplier"] = 1.0
-    if name == "dry_multiplier" and value == 0:   # 0 turns DRY off, as None does
+    # 0 turns DRY off, as None does (a number test first: a tensor's == gives a tensor, not a bool)
+    if name == "dry_multiplier" and isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0:
         return
     values[name] = value
     check_dry(**values)
