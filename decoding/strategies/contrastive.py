@@ -89,38 +89,38 @@ def chosen(outputs, rows_kept: torch.Tensor):
 
 def contrastive_search(call: PreparedCall):
     """The table's entry for ``penalty_alpha > 0`` with ``top_k > 1`` (greedy, one beam)."""
-    k, alpha = call.settings.top_k, call.settings.penalty_alpha
-    low_memory = bool(call.settings.low_memory)
+    k, alpha, low_memory = call.settings.top_k, call.settings.penalty_alpha, bool(call.settings.low_memory)
     runner = call.new_runner(output_hidden_states=True, croppable=low_memory or call.return_dict)
     state, processors = call.new_state(), call.processors
     processors.reset()
     logits = runner.prefill(call.input_ids)                                  # [rows, vocab] float32
     step_output = runner.last_output
     context = step_output.hidden_states[-1]                                  # [rows, prompt_len, hidden]
-    context_mask = call.attention_mask.to(context.device).bool()
-    first_row = torch.arange(call.rows, device=runner.device) * k            # each row's first candidate
+    context_mask = call.attention_mask.to(context.device).bool()             # [rows, prompt_len], False: padding
+    first_candidate = torch.arange(call.rows, device=context.device) * k     # row r's candidates: r * k + i
     while True:
         scores = processors(state.sequences, logits)
         state.record(logits, scores, step_output)
         top_probs, top_ids = torch.softmax(scores, dim=-1).topk(k, dim=-1)   # [rows, k]
         candidate_logits, outputs = score_candidates(runner, top_ids, low_memory)
-        hidden = outputs.hidden_states[-1][:, -1]                            # [rows * k, hidden]
+        hidden = outputs.hidden_states[-1][:, -1].to(context.device)         # [rows * k, hidden]
         penalty = degeneration_penalty(context, context_mask, hidden.view(call.rows, k, -1))
-        best = ((1.0 - alpha) * top_probs.to(penalty.device) - alpha * penalty).max(dim=-1).indices  # [rows]
-        kept = first_row + best.to(runner.device)
+        best = ((1.0 - alpha) * top_probs.to(penalty.device) - alpha * penalty).max(dim=-1).indices   # [rows]
+        kept = first_candidate + best                                        # [rows] rows of the candidates
+        tokens = top_ids.gather(1, best.to(top_ids.device)[:, None]).squeeze(1)
         if low_memory:
-            runner.step(top_ids.gather(1, best[:, None]).squeeze(1))        # the chosen token, for the cache
+            runner.step(tokens)                                              # the chosen token, for the cache
         else:
             runner.select(kept)
-        context = torch.cat([context, hidden[kept.to(hidden.device)][:, None]], dim=1)
+        context = torch.cat([context, hidden[kept, None]], dim=1)
         context_mask = torch.cat([context_mask, context_mask.new_ones(call.rows, 1)], dim=1)
         step_output = chosen(outputs, kept)
         logits = candidate_logits[kept.to(candidate_logits.device)]
-        tokens = state.append(top_ids.gather(1, best[:, None].to(top_ids.device)).squeeze(1))
+        tokens = state.append(tokens)                                        # finished rows get pad
         processors.accept(tokens)
         if state.done:
             if call.return_dict:
-                runner.crop(1)        # the cache holds what the tokens returned need, as in other strategies
+                runner.crop(1)      # the cache ends with the last token returned, as in the other strategies
             return call.finish(state, runner)
 
 

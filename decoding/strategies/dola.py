@@ -65,24 +65,33 @@ def premature_layers(model: Any, dola_layers: Union[str, list[int]]) -> list[int
     return list(range(n // 2, n, 2)) if n <= 40 else list(range(n - 20, n, 2))
 
 
-def contrast(final: torch.FloatTensor, premature: torch.FloatTensor) -> torch.FloatTensor:
-    """DoLa's scores from the final layer's logits and the candidate layers'.
+def most_divergent(final: torch.FloatTensor, premature: torch.FloatTensor) -> torch.LongTensor:
+    """Each row's premature layer: the one whose distribution is furthest from the final one (Jensen-Shannon).
 
     Args:
         final: ``[rows, vocab]`` float32, the final layer's logits.
         premature: ``[layers, rows, vocab]``, each candidate layer's logits.
 
     Returns:
-        ``[rows, vocab]``: ``log q_N - log q_m`` with ``m`` the row's most divergent layer, ``-inf`` where
-        the plausibility constraint filters the token out.
+        ``[rows]`` int64, an index into ``premature``'s first dimension (ties: the first candidate).
     """
     final_p, premature_p = F.softmax(final, dim=-1), F.softmax(premature, dim=-1)
     middle = 0.5 * (final_p[None] + premature_p)                                      # [layers, rows, vocab]
     kl_final = F.kl_div(F.log_softmax(final, dim=-1)[None], middle, reduction="none").mean(-1)
     kl_premature = F.kl_div(F.log_softmax(premature, dim=-1), middle, reduction="none").mean(-1)
-    js = 0.5 * (kl_final + kl_premature)                                               # [layers, rows]
-    base = premature[js.argmax(dim=0), torch.arange(final.shape[0], device=final.device)]  # [rows, vocab]
+    return (0.5 * (kl_final + kl_premature)).argmax(dim=0)                            # JSD [layers, rows] -> [rows]
 
+
+def contrast(final: torch.FloatTensor, base: torch.FloatTensor) -> torch.FloatTensor:
+    """DoLa's scores ``log q_N - log q_m`` under the adaptive plausibility constraint.
+
+    Args:
+        final: ``[rows, vocab]`` float32, the final layer's logits.
+        base: ``[rows, vocab]``, each row's premature layer's logits.
+
+    Returns:
+        ``[rows, vocab]``, ``-inf`` where the final layer finds the token implausible.
+    """
     final_log, base_log = final.log_softmax(dim=-1), base.log_softmax(dim=-1)
     threshold = final_log.max(dim=-1, keepdim=True).values + math.log(RELATIVE_TOP)
     implausible = final_log < threshold
@@ -101,8 +110,9 @@ def dola(call: PreparedCall):
     while True:
         hidden = runner.last_output.hidden_states                            # [rows, length, hidden] each
         with torch.no_grad():
-            premature = torch.stack([head(hidden[j][:, -1]).to(logits.device) for j in layers])
-        scores = processors(state.sequences, contrast(logits, premature))
+            premature = torch.stack([head(hidden[j][:, -1]).to(logits.device) for j in layers])  # [layers, rows, vocab]
+        base = premature[most_divergent(logits, premature), torch.arange(call.rows, device=logits.device)]
+        scores = processors(state.sequences, contrast(logits, base))
         state.record(logits, scores, runner.last_output)
         tokens = state.append(choose(scores))
         processors.accept(tokens)
