@@ -138,3 +138,14 @@ def test_eos_in_the_batch_pads_finished_rows():
     first = decoding.generate(model, ids, **kwargs)[0, ids.shape[1] + 1].item()
     out = decoding.generate(model, ids, eos_token_id=[first, EOS], **kwargs)
     assert torch.equal(out, model.generate(ids, eos_token_id=[first, EOS], **kwargs))
+
+
+def test_several_sequences_per_prompt_where_the_reference_returns_one():
+    """The documented difference: 4.55.4's DoLa does not expand the prompts for num_return_sequences."""
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 6)
+    kwargs = dict(attention_mask=mask, max_new_tokens=4, dola_layers="high", do_sample=True, num_return_sequences=3)
+    torch.manual_seed(0)
+    assert model.generate(ids, **kwargs).shape[0] == 2
+    torch.manual_seed(0)
+    assert decoding.generate(model, ids, **kwargs).shape[0] == 6
