@@ -148,6 +148,11 @@ def test_top_k_one_or_alpha_zero_is_greedy_as_in_the_reference():
         assert torch.equal(decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, **kwargs), greedy)
 
 
+def test_more_candidates_than_the_vocabulary_is_refused():
+    with pytest.raises(ValueError, match=r"top_k=600 candidates, but the vocabulary has 512 tokens"):
+        decoding.generate(tiny_model("llama"), torch.tensor([[5, 6]]), max_new_tokens=2, penalty_alpha=0.6, top_k=600)
+
+
 def test_an_assistant_model_is_refused():
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="contrastive search.*assistant_model"):

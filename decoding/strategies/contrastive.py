@@ -129,3 +129,7 @@ def check(call: PreparedCall) -> None:
     if call.assistant_model is not None:
         raise ValueError("contrastive search (penalty_alpha > 0 with top_k > 1) cannot use an assistant_model; "
                          "remove penalty_alpha, or the assistant_model.")
+    vocab = call.context.vocab_size
+    if vocab is not None and call.settings.top_k > vocab:
+        raise ValueError(f"contrastive search scores top_k={call.settings.top_k} candidates, but the vocabulary has "
+                         f"{vocab} tokens; set top_k <= {vocab} (4 to 10 is usual).")
