@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .caches import IMPLEMENTATIONS
-from .checks import Check, integer, interval, is_number, positive
+from .checks import Check, integer, interval, is_int, is_number, positive
 from .declarations import (CALL, GROUPS, LENGTH, OUTPUTS, PROCESSORS, SPECIAL_TOKENS, SPECULATIVE, STRATEGY,
                            Knob, literal)
 from .processors.beyond import SAMPLERS
@@ -33,6 +33,9 @@ _early_stopping = Check(lambda v: v is None or v is True or v is False or v == "
 _temperature = positive("must be a finite number >= 0 (> 0 when sampling)", strict=False)
 _penalty = positive("has to be a finite number > 0 (1.0 disables it)")
 _beams = integer("must be an integer >= 1", 1)
+_dola_layers = Check(lambda v: v in ("low", "high") or (isinstance(v, list) and bool(v) and all(is_int(i) and i >= 0 for i in v)),
+                     "must be 'low', 'high' or a non-empty list of layer indices (ints >= 0; 0 is the embeddings)",
+                     "'low', 'high' or a list of ints >= 0")
 
 _REFERENCE_KNOBS = (
     # length
@@ -62,6 +65,16 @@ _REFERENCE_KNOBS = (
          nullable=False),
     Knob("length_penalty", STRATEGY, "beams: a finished hypothesis scores sum_logprobs / length ** "
          "length_penalty", default=1.0, type=float, values="finite"),
+    # contrastive search and DoLa (docs/contrastive-search.md, docs/dola.md)
+    Knob("penalty_alpha", STRATEGY, "> 0 with top_k > 1: contrastive search, scoring (1 - alpha) * p - alpha * "
+         "(max cosine similarity with the context)", type=float,
+         check=interval("must be a number in [0, 1] (0 or None: off; > 0 with top_k > 1: contrastive search)",
+                        0, 1)),
+    Knob("low_memory", STRATEGY, "contrastive search: score the top_k candidates one forward at a time (same "
+         "tokens, less memory)", type=bool, check=check_bool, values="True, False"),
+    Knob("dola_layers", STRATEGY, "DoLa: contrast the final layer with a premature layer picked per step among "
+         "'low', 'high' or these layer indices", check=_dola_layers,
+         values="'low', 'high' or a non-empty list of ints >= 0"),
     # processors (the reference's)
     Knob("temperature", PROCESSORS, "divide the scores by T before sampling", default=1.0, type=float,
          check=_temperature, values=">= 0, finite (> 0 when sampling)"),
@@ -245,8 +258,6 @@ _NOT_TOKENS = "; the tokens do not depend on it"
 #: refuses with ``NotImplementedError`` unless they are off; tests/test_knobs.py finds them by
 #: introspecting transformers.
 REFUSED: dict[str, Refused] = {r.name: r for r in (
-    Refused("penalty_alpha", None, "contrastive search", True),
-    Refused("dola_layers", None, "DoLa decoding", True),
     Refused("num_beam_groups", 1, "group (diverse) beam search", True),
     Refused("diversity_penalty", 0.0, "group (diverse) beam search", True),
     Refused("constraints", None, "constrained beam search", True),
@@ -259,7 +270,6 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("assistant_lookbehind", 10, _UAD, False),
     Refused("target_lookbehind", 10, _UAD, False),
     Refused("inputs_embeds", None, "a prompt given as embeddings", True, config_field=False),
-    Refused("low_memory", None, "sequential beam search (which the reference refuses too)", False, off=(False,)),
     Refused("compile_config", None, "torch.compile of the forward pass (planned: issue 15's compiled path, built "
             "on cache_implementation='static', which runs today without compile)" + _NOT_TOKENS, False),
     Refused("disable_compile", None, "compilation settings (decoding never compiles: either value passes)", False,

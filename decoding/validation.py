@@ -212,4 +212,30 @@ def check_settings(settings: Settings) -> None:
         raise ValueError(
             f"`length_penalty` must be a finite number (1.0 by default; > 0 favours longer beam hypotheses, "
             f"< 0 shorter ones), but is {s.length_penalty!r}.")
+    check_contrastive_and_dola(s)
     check_processor_settings(s)  # the rules between processor knobs: processors/checks.py
+
+
+# --- contrastive search and DoLa (docs/contrastive-search.md, docs/dola.md) ---
+
+def is_contrastive(settings: Settings) -> bool:
+    """Whether the settings ask for contrastive search: ``penalty_alpha > 0`` with ``top_k > 1`` (the reference's rule)."""
+    alpha, k = settings.penalty_alpha, settings.top_k
+    return alpha is not None and alpha > 0 and k is not None and k > 1
+
+
+def check_contrastive_and_dola(s: Settings) -> None:
+    """The mixes the reference silently ignores (it drops ``penalty_alpha`` or ``dola_layers``) or refuses."""
+    if is_contrastive(s):
+        for wrong, why in ((s.do_sample, "do_sample=True"), (s.num_beams > 1, f"num_beams={s.num_beams}"),
+                           (not s.use_cache, "use_cache=False"), (s.dola_layers is not None, "dola_layers")):
+            if wrong:
+                raise ValueError(
+                    f"`penalty_alpha` (={s.penalty_alpha}) with top_k={s.top_k} asks for contrastive search, which is "
+                    f"greedy, with one beam and a cache: it cannot run with {why}; remove penalty_alpha or {why}.")
+    elif s.low_memory:
+        raise ValueError("`low_memory=True` only changes contrastive search (penalty_alpha > 0 with top_k > 1); "
+                         "remove it (beam search refuses it too).")
+    if s.dola_layers is not None and s.num_beams > 1:
+        raise ValueError(f"`dola_layers` (={s.dola_layers!r}) works with greedy search or sampling only, not with "
+                         f"num_beams={s.num_beams}; remove dola_layers or set num_beams=1.")

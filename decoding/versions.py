@@ -51,6 +51,10 @@ BEAM_SAMPLE_SORTS_DRAWS = INSTALLED >= Version("5.24")
 #: is ``row // num_return_sequences`` instead of ``row // 1``.
 PREFIX_ROWS_COUNT_RETURN_SEQUENCES = INSTALLED >= Version("5.24")
 
+#: 4.55 penalised the pad ids of a left-padded prompt in ``repetition_penalty``; the 5 series leaves each
+#: row's left padding out (the releases between 4.55.4 and 5.0 are not checked).
+REPETITION_PENALTY_SKIPS_PADDING = INSTALLED >= Version("5.0")
+
 
 def new_dynamic_cache(config: Any) -> DynamicCache:
     """An empty ``DynamicCache`` for a model whose (decoder) text config is ``config``."""

@@ -125,7 +125,7 @@ def test_a_branching_strategy_streams_its_answer(builtin_dir, capsys):
 
 
 def test_a_keyword_decoding_does_not_implement_is_refused_by_name(capsys):
-    status = cli.main(["generate", "hi", "--model", "/nonexistent/never-loaded", "--penalty-alpha", "0.6"])
+    status = cli.main(["generate", "hi", "--model", "/nonexistent/never-loaded", "--token-healing", "True"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == cli.EXIT_ERROR
     assert "unrecognized" not in " ".join(err)

@@ -192,10 +192,10 @@ def reference_keywords() -> list[str]:
 
 
 # A value that turns each refused keyword on (the rest get a string no default equals).
-ON = {"penalty_alpha": 0.6, "dola_layers": "high", "num_beam_groups": 2, "diversity_penalty": 0.5,
+ON = {"num_beam_groups": 2, "diversity_penalty": 0.5,
       "constraints": ["a constraint"], "force_words_ids": [[5]], "token_healing": True, "use_mtp": True,
       "speculation_type": "dflash", "assistant_ensemble_weight": 0.5, "assistant_lookbehind": 5,
-      "target_lookbehind": 5, "inputs_embeds": torch.zeros(1, 3, 64), "low_memory": True,
+      "target_lookbehind": 5, "inputs_embeds": torch.zeros(1, 3, 64),
       "cache_implementation": "static", "max_cache_len": 64, "prefill_chunk_size": 2, "is_assistant": True,
       "decoder_start_token_id": 0, "synced_gpus": True, "trust_remote_code": True}
 
@@ -231,10 +231,12 @@ def test_the_references_default_passes(model, name):
         assert out.shape == (1, 4)
 
 
-def test_penalty_alpha_is_refused_not_answered_with_a_hint(model):
-    with pytest.raises(NotImplementedError, match="contrastive search") as info:
-        decoding.generate(model, IDS, max_new_tokens=2, penalty_alpha=0.6, top_k=4)
+def test_penalty_alpha_with_sampling_is_refused_not_answered_with_a_hint(model):
+    """penalty_alpha is a knob now (contrastive search); what the reference would silently drop is a ValueError."""
+    with pytest.raises(ValueError, match=r"penalty_alpha.*contrastive search.*do_sample=True") as info:
+        decoding.generate(model, IDS, max_new_tokens=2, penalty_alpha=0.6, top_k=4, do_sample=True)
     assert "did you mean" not in str(info.value)
+    assert model.forward_calls == []
 
 
 def test_refusals_from_a_generation_config():
@@ -256,10 +258,15 @@ def test_model_generation_config_refuses_what_changes_tokens_and_ignores_the_res
     assert torch.equal(decoding.generate(model, IDS, max_new_tokens=4), plain)
     with pytest.raises(NotImplementedError, match="prefill_chunk_size"):   # asked for in the call: refused
         decoding.generate(model, IDS, max_new_tokens=4, prefill_chunk_size=2)
-    model.generation_config.dola_layers = "low"
-    with pytest.raises(NotImplementedError, match=r"dola_layers='low'.*model\.generation_config.*= None"):
+    model.generation_config.token_healing = True
+    with pytest.raises(NotImplementedError, match=r"token_healing=True.*model\.generation_config.*= None"):
         decoding.generate(model, IDS, max_new_tokens=4)
-    decoding.generate(model, IDS, max_new_tokens=4, dola_layers=None)   # an explicit None overrides it
+    decoding.generate(model, IDS, max_new_tokens=4, token_healing=None)   # an explicit None overrides it
+    model.generation_config.token_healing = None
+    model.generation_config.dola_layers = "low"      # a knob now: the model's config turns DoLa on, as the reference
+    assert torch.equal(decoding.generate(model, IDS, max_new_tokens=4),
+                       decoding.generate(model, IDS, max_new_tokens=4, dola_layers="low"))
+    assert torch.equal(decoding.generate(model, IDS, max_new_tokens=4, dola_layers=None), plain)
 
 
 def test_inputs_is_the_references_name_for_input_ids(model):

@@ -124,3 +124,18 @@ def test_prefix_allowed_tokens_fn_sees_the_installed_references_batch_ids():
     assert torch.equal(ours, ref)
     assert our_seen == ref_seen
     assert max(ref_seen) == (1 if versions.PREFIX_ROWS_COUNT_RETURN_SEQUENCES else 5)
+
+
+def test_repetition_penalty_padding_switch_matches_the_installed_reference():
+    """Left-padded rows whose pad id the model likes: penalised (4.55) or not (5.x) as the installed release does."""
+    model = tiny_model("gemma")
+    ids = torch.tensor([[PAD, PAD, PAD, 245, 469], [94, 379, 43, 406, 67]])
+    mask = (ids != PAD).long()
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, repetition_penalty=3.0, pad_token_id=PAD,
+                  return_dict_in_generate=True, output_scores=True, output_logits=True)
+    ref, ours = model.generate(ids, **kwargs), decoding.generate(model, ids, **kwargs)
+    assert torch.equal(ours.sequences, ref.sequences)
+    for r, o in zip(ref.scores, ours.scores, strict=True):
+        torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
+    penalised = ref.scores[0][0, PAD] != ref.logits[0][0, PAD]           # the padded row's first step
+    assert bool(penalised) == (not versions.REPETITION_PENALTY_SKIPS_PADDING)

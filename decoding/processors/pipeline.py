@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from ..merge import merge_by_class
-from ..versions import PREFIX_ROWS_COUNT_RETURN_SEQUENCES
+from ..versions import PREFIX_ROWS_COUNT_RETURN_SEQUENCES, REPETITION_PENALTY_SKIPS_PADDING
 from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcessor, NoRepeatNGramLogitsProcessor,
                    PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                    SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
@@ -120,8 +120,8 @@ def _processors(settings, context: PipelineContext) -> list[ProcessorFn]:
     if s.encoder_repetition_penalty is not None and s.encoder_repetition_penalty != 1.0 and c.prompt_ids is not None:
         processors.append(EncoderRepetitionPenaltyLogitsProcessor(s.encoder_repetition_penalty, c.prompt_ids))
     if s.repetition_penalty is not None and s.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty,
-                                                           prompt_ignore_length=c.padding_lengths))
+        padding = c.padding_lengths if REPETITION_PENALTY_SKIPS_PADDING else None
+        processors.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty, prompt_ignore_length=padding))
     if s.no_repeat_ngram_size is not None and s.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(s.no_repeat_ngram_size))
     if s.encoder_no_repeat_ngram_size is not None and s.encoder_no_repeat_ngram_size > 0 and c.prompt_ids is not None:

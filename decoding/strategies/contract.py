@@ -26,7 +26,8 @@ from transformers import GenerationConfig
 
 from ..errors import GenerationInterrupted
 from ..outputs import GenerateOutput, is_output
-from . import sampling
+from ..validation import is_contrastive
+from . import contrastive, dola, sampling
 from .beam import run as beam
 from .call import PreparedCall
 from .speculative import run as speculative
@@ -48,18 +49,26 @@ class Strategy:
 SAMPLING = Strategy("greedy / sample", sampling.run)
 BEAM = Strategy("beam search", beam.run)
 SPECULATIVE = Strategy("speculative", speculative.run, speculative.check)
+CONTRASTIVE = Strategy("contrastive search", contrastive.contrastive_search, contrastive.check)
+DOLA = Strategy("DoLa", dola.dola, dola.check)
 
 #: The dispatch table, keyed by :func:`mode`.
 STRATEGIES: dict[str, Strategy] = {
     "greedy": SAMPLING, "sample": SAMPLING,
     "beam_search": BEAM, "beam_sample": BEAM,
     "speculative": SPECULATIVE,
+    "contrastive": CONTRASTIVE, "dola": DOLA,
 }
 
 
 def mode(call: PreparedCall) -> str:
-    """The call's mode, a key of :data:`STRATEGIES`: beams first, then speculation, then greedy or sample."""
+    """The call's mode, a key of :data:`STRATEGIES`: contrastive search and DoLa first (``check_settings`` refused
+    their mixes with beams and sampling), then beams, speculation, greedy or sample."""
     settings = call.settings
+    if is_contrastive(settings):
+        return "contrastive"
+    if settings.dola_layers is not None:
+        return "dola"
     if settings.num_beams > 1:
         return "beam_sample" if settings.do_sample else "beam_search"
     if is_speculative(settings, call.assistant_model):
