@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .checks import Check, integer, interval, is_number, positive
+from .constraints import check_constraints, check_force_words_ids
 from .declarations import (CALL, GROUPS, LENGTH, OUTPUTS, PROCESSORS, SPECIAL_TOKENS, SPECULATIVE, STRATEGY,
                            Knob, literal)
 from .processors.beyond import SAMPLERS
@@ -61,6 +62,19 @@ _REFERENCE_KNOBS = (
          nullable=False),
     Knob("length_penalty", STRATEGY, "beams: a finished hypothesis scores sum_logprobs / length ** "
          "length_penalty", default=1.0, type=float, values="finite"),
+    # diverse (group) beam search and constrained beam search (docs/diverse-beam-search.md,
+    # docs/constrained-beam-search.md); the rules between them and num_beams: strategies/beam/{groups,constrained}.py
+    Knob("num_beam_groups", STRATEGY, "> 1: diverse beam search, num_beams split into this many groups decoded in "
+         "turn (docs/diverse-beam-search.md)", default=1, type=int, check=_beams, nullable=False),
+    Knob("diversity_penalty", STRATEGY, "diverse beam search: subtracted from a token's score once per beam of an "
+         "earlier group that chose it at this step", default=0.0, type=float,
+         check=positive("must be a finite number >= 0 (> 0 with num_beam_groups > 1)", strict=False)),
+    Knob("force_words_ids", STRATEGY, "constrained beam search: [[ids], ...] phrases that must appear, or "
+         "[[[ids], [ids]], ...] one of several (docs/constrained-beam-search.md)", check=check_force_words_ids,
+         values="[[ids...], ...] or [[[ids...], ...], ...]", flag=False),
+    Knob("constraints", STRATEGY, "constrained beam search: decoding.PhrasalConstraint / DisjunctiveConstraint "
+         "objects that every returned sequence satisfies", check=check_constraints,
+         values="a list of decoding.PhrasalConstraint / DisjunctiveConstraint", flag=False),
     # processors (the reference's)
     Knob("temperature", PROCESSORS, "divide the scores by T before sampling", default=1.0, type=float,
          check=_temperature, values=">= 0, finite (> 0 when sampling)"),
@@ -229,10 +243,6 @@ _NOT_TOKENS = "; the tokens do not depend on it"
 REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("penalty_alpha", None, "contrastive search", True),
     Refused("dola_layers", None, "DoLa decoding", True),
-    Refused("num_beam_groups", 1, "group (diverse) beam search", True),
-    Refused("diversity_penalty", 0.0, "group (diverse) beam search", True),
-    Refused("constraints", None, "constrained beam search", True),
-    Refused("force_words_ids", None, "constrained beam search", True),
     Refused("token_healing", None, "token healing of the prompt's last tokens", True, off=(False,)),
     Refused("use_mtp", None, "speculation with the model's multi-token-prediction heads", True, off=(False,)),
     Refused("speculation_type", None, "another kind of speculation (DFlash)", True),
