@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 
+class ConstraintsNotMet(RuntimeError):
+    """Constrained beam search ended with fewer than ``num_return_sequences`` hypotheses of some prompt that
+    meet every constraint (transformers 4.55 returns hypotheses that miss some then; ``decoding`` refuses to)."""
+
+
 def _token_list(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or not value or any(
             isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in value):
@@ -229,5 +234,5 @@ def call_constraints(constraints: Optional[Sequence[Constraint]], force_words_id
     return found
 
 
-__all__ = ["PhrasalConstraint", "DisjunctiveConstraint", "ConstraintProgress", "satisfies",
+__all__ = ["PhrasalConstraint", "DisjunctiveConstraint", "ConstraintProgress", "ConstraintsNotMet", "satisfies",
            "constraints_from_words", "call_constraints"]

@@ -27,6 +27,7 @@ from transformers import GenerationConfig
 from ..errors import GenerationInterrupted
 from ..outputs import GenerateOutput
 from . import sampling
+from .beam import constrained_run as constrained_beam
 from .beam import group_run as group_beam
 from .beam import run as beam
 from .call import PreparedCall
@@ -49,13 +50,14 @@ class Strategy:
 SAMPLING = Strategy("greedy / sample", sampling.run)
 BEAM = Strategy("beam search", beam.run)
 GROUP_BEAM = Strategy("diverse beam search", group_beam.run, group_beam.check)
+CONSTRAINED_BEAM = Strategy("constrained beam search", constrained_beam.run, constrained_beam.check)
 SPECULATIVE = Strategy("speculative", speculative.run, speculative.check)
 
 #: The dispatch table, keyed by :func:`mode`.
 STRATEGIES: dict[str, Strategy] = {
     "greedy": SAMPLING, "sample": SAMPLING,
     "beam_search": BEAM, "beam_sample": BEAM,
-    "group_beam_search": GROUP_BEAM,
+    "group_beam_search": GROUP_BEAM, "constrained_beam_search": CONSTRAINED_BEAM,
     "speculative": SPECULATIVE,
 }
 
@@ -63,6 +65,8 @@ STRATEGIES: dict[str, Strategy] = {
 def mode(call: PreparedCall) -> str:
     """The call's mode, a key of :data:`STRATEGIES`: beams first, then speculation, then greedy or sample."""
     settings = call.settings
+    if settings.constraints is not None or settings.force_words_ids is not None:
+        return "constrained_beam_search"
     if settings.num_beams > 1 and settings.num_beam_groups > 1:
         return "group_beam_search"
     if settings.num_beams > 1:
