@@ -54,14 +54,14 @@ class GroupTree:
 
     def finish(self, result: GroupResult) -> list[dict[str, Any]]:
         """Settle the finished and running nodes against the final hypotheses; mark the returned ones' ``rank``."""
-        kept = {}                                           # (prompt, generated ids) -> surviving hypothesis
+        kept = {}                                   # (prompt, group, generated ids) -> surviving hypothesis
         for b, prompt in enumerate(result.finished):
-            for places in prompt:
+            for g, places in enumerate(prompt):
                 for hypothesis in places.hypotheses:
-                    kept[(b, tuple(hypothesis.ids[self.prompt_length:].tolist()))] = hypothesis
+                    kept[(b, g, tuple(hypothesis.ids[self.prompt_length:].tolist()))] = hypothesis
         for node in self.nodes:
             if node["status"] == "finished":                # ended on eos: its hypothesis stops before the eos
-                key = (node["prompt"], tuple(self._path(node["id"])[:-1]))
+                key = (node["prompt"], node["group"], tuple(self._path(node["id"])[:-1]))
                 if key in kept:
                     node["hypothesis"] = kept[key]
                 else:
@@ -72,7 +72,7 @@ class GroupTree:
                 node = self.nodes[node_id]
                 if node["status"] != "running":
                     continue
-                key = (b, tuple(self._path(node_id)))
+                key = (b, slot // n, tuple(self._path(node_id)))
                 if result.finished[b][slot // n].done:
                     node["reason"] = STILL_RUNNING
                 elif key in kept:
