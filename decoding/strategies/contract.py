@@ -63,7 +63,8 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 def mode(call: PreparedCall) -> str:
-    """The call's mode, a key of :data:`STRATEGIES`: beams first, then speculation, then greedy or sample."""
+    """The call's mode, a key of :data:`STRATEGIES`: constraints, then beam groups, then beams, then speculation,
+    then greedy or sample."""
     settings = call.settings
     if settings.constraints is not None or settings.force_words_ids is not None:
         return "constrained_beam_search"
