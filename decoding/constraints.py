@@ -41,7 +41,8 @@ class PhrasalConstraint:
     """The token sequence ``token_ids`` must appear, contiguous and in order.
 
     Args:
-        token_ids: a non-empty list of token ids (a word's tokens: ``tokenizer(word, add_special_tokens=False).input_ids``).
+        token_ids: a non-empty list of token ids (a word's tokens:
+            ``tokenizer(word, add_special_tokens=False).input_ids``).
     """
 
     def __init__(self, token_ids: Sequence[int]):

@@ -29,7 +29,8 @@ def model():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(num_beams=3, num_beam_groups=2, diversity_penalty=1.0), r"num_beams.*\(3\).*multiple.*num_beam_groups.*\(2\)"),
+    (dict(num_beams=3, num_beam_groups=2, diversity_penalty=1.0),
+     r"num_beams.*\(3\).*multiple.*num_beam_groups.*\(2\)"),
     (dict(num_beams=1, num_beam_groups=2, diversity_penalty=1.0), r"num_beams.*\(1\).*multiple"),
     (dict(num_beams=4, num_beam_groups=2), r"num_beam_groups=2.*needs `diversity_penalty` > 0"),
     (dict(num_beams=4, diversity_penalty=1.0), r"diversity_penalty=1.0.*num_beam_groups >= 2"),

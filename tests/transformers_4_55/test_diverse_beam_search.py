@@ -50,9 +50,8 @@ def test_diverse_beam_search_matches_4_55(arch, batch, seed, groups, group_size,
                   diversity_penalty=penalty, num_return_sequences=min(nrs, num_beams), pad_token_id=PAD,
                   length_penalty=length_penalty, early_stopping=early_stopping, **extra)
     if eos_pick >= 0:   # an eos id that some beam emits, so hypotheses finish early
-        tokens = emitted(model, ids, mask, steps, early, **{k: v for k, v in kwargs.items() if k not in ("attention_mask",
-                                                                                                 "max_new_tokens",
-                                                                                                 "pad_token_id")})
+        search = {k: v for k, v in kwargs.items() if k not in ("attention_mask", "max_new_tokens", "pad_token_id")}
+        tokens = emitted(model, ids, mask, steps, early, **search)
         kwargs["eos_token_id"] = tokens[eos_pick % len(tokens)]
     else:
         kwargs["eos_token_id"] = None
@@ -64,7 +63,8 @@ def test_diverse_beam_search_matches_4_55(arch, batch, seed, groups, group_size,
     assert_same_steps(reference.logits, ours.logits)
     assert_indices_explain_scores(ours, ids.shape[1], length_penalty)
     event(f"stopped before max_new_tokens: {len(ours.scores) < steps}")
-    event(f"eos in a returned hypothesis: {kwargs['eos_token_id'] is not None and bool((ours.sequences[:, ids.shape[1]:] == kwargs['eos_token_id']).any())}")
+    eos = kwargs["eos_token_id"]
+    event(f"eos in a returned hypothesis: {eos is not None and bool((ours.sequences[:, ids.shape[1]:] == eos).any())}")
 
 
 @given(seed=st.integers(0, 10_000), penalty=st.floats(0.1, 3.0))

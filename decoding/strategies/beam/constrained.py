@@ -98,6 +98,24 @@ def allot(ids: torch.LongTensor, totals: torch.FloatTensor, prompt: int, picked:
     return [(float(all_scores[i]), tokens[i], parents[i]) for i in order]
 
 
+def finish_or_keep(top: list[tuple[float, int, int]], ids: torch.LongTensor, history: list[tuple[int, ...]],
+                   places: FinishedList, config: ConstrainedConfig) -> list[tuple[float, int, int]]:
+    """Step 2 for one prompt: walk its K candidates ``(score, token, parent row)`` best first. An eos candidate
+    among the first N finishes if its sequence meets every constraint (else it is dropped); the others are
+    kept until N are. Returns the N kept ones."""
+    eos = set(config.eos_token_ids.tolist()) if config.eos_token_ids is not None else set()
+    picked = []
+    for rank, (score, token, row) in enumerate(top):
+        if token in eos:
+            if rank < config.num_beams and satisfies(config.constraints, ids[row].tolist()):
+                places.add(ids[row].clone(), score, history[row] + (row,), ids.shape[1] + 1 - places.prompt_length)
+        else:
+            picked.append((score, token, row))
+        if len(picked) == config.num_beams:
+            break
+    return picked
+
+
 def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                             criteria: StoppingCriteriaList, config: ConstrainedConfig,
                             outputs: Optional[StepOutputs] = None) -> Packed:
@@ -110,7 +128,6 @@ def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, p
     rows_count, prompt_length = prompt_ids.shape
     beams, constraints = config.num_beams, config.constraints
     batch = rows_count // beams
-    eos = set(config.eos_token_ids.tolist()) if config.eos_token_ids is not None else set()
     finished = [FinishedList(beams, config.length_penalty, config.early_stopping, config.max_length, prompt_length)
                 for _ in range(batch)]
     running = torch.full((batch, beams), -1e9)
@@ -133,16 +150,9 @@ def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, p
                 # reference quirk: a done prompt's rows continue row 0 (prompt 0's first beam), on pad, scoring 0.
                 chosen += [(0.0, config.pad_token_id, 0)] * beams
                 continue
-            picked = []
-            for rank, (token, parent, score) in enumerate(zip(tokens[b], parents[b], top_list[b])):
-                row = b * beams + parent
-                if token in eos:
-                    if rank < beams and satisfies(constraints, ids[row].tolist()):
-                        places.add(ids[row].clone(), score, history[row] + (row,), length + 1 - prompt_length)
-                else:
-                    picked.append((score, token, row))
-                if len(picked) == beams:
-                    break
+            ranked = [(score, token, b * beams + parent)
+                      for token, parent, score in zip(tokens[b], parents[b], top_list[b])]
+            picked = finish_or_keep(ranked, ids, history, places, config)
             chosen += allot(ids, totals, b, picked, constraints, beams)
             places.done = places.done or places.can_stop(top_list[b][0], length + 1)
 
