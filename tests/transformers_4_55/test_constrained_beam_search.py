@@ -116,3 +116,36 @@ def test_constraint_classes_refuse_what_4_55_refuses():
         decoding.DisjunctiveConstraint([[5], [5, 6]])
     with pytest.raises(ValueError):
         ReferenceDisjunctive([[5], [5, 6]])
+
+
+@given(arch=st.sampled_from(ARCHS), batch=st.integers(1, 2), seed=st.integers(0, 10_000), num_beams=st.integers(2, 4),
+       steps=st.integers(4, 8), pick=st.integers(0, 40), shift=st.integers(0, 2), two_tokens=st.booleans(),
+       use_cache=st.booleans())
+def test_one_phrase_near_what_the_model_writes_matches_4_55(arch, batch, seed, num_beams, steps, pick, shift,
+                                                            two_tokens, use_cache):
+    """A single phrase of 1-2 ids close to the model's own choices: 4.55.4 usually meets it, and then ours is the
+    same, token for token (with and without the cache)."""
+    model = tiny_model(arch)
+    ids, mask = prompts(batch, seed)
+    plain = model.generate(ids, attention_mask=mask, num_beams=num_beams, max_new_tokens=steps, eos_token_id=None,
+                           pad_token_id=PAD)
+    likely = plain[:, ids.shape[1]:].reshape(-1).tolist()
+    phrase = [likely[pick % len(likely)] + shift] + ([likely[(pick + 1) % len(likely)]] if two_tokens else [])
+    kwargs = dict(attention_mask=mask, num_beams=num_beams, max_new_tokens=steps, pad_token_id=PAD, eos_token_id=EOS,
+                  force_words_ids=[phrase], return_dict_in_generate=True, output_scores=True, use_cache=use_cache)
+    reference, crashed = reference_generate(model, ids, **kwargs)
+    constraints = call_constraints(None, [phrase])
+    if not all(satisfies(constraints, row.tolist()) for row in reference.sequences):
+        event("4.55 returned a sequence missing the phrase")
+        try:
+            ours = decoding.generate(model, ids, **kwargs)
+        except ConstraintsNotMet:
+            return
+        assert all(satisfies(constraints, row.tolist()) for row in ours.sequences)
+        return
+    event("4.55 met the phrase: matched token for token")
+    ours = decoding.generate(model, ids, **kwargs)
+    assert not crashed
+    assert torch.equal(reference.sequences, ours.sequences), (reference.sequences, ours.sequences)
+    torch.testing.assert_close(ours.sequences_scores, reference.sequences_scores, atol=1e-5, rtol=0)
+    assert_same_steps(reference.scores, ours.scores)
