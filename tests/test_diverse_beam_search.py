@@ -69,11 +69,13 @@ def test_one_group_is_plain_beam_search(model):
 
 @given(arch=st.sampled_from(ARCHS), batch=st.integers(1, 3), seed=st.integers(0, 10_000), num_beams=st.integers(2, 4),
        steps=st.integers(1, 8), length_penalty=st.floats(-1.0, 2.0),
-       early_stopping=st.sampled_from([False, True, "never"]), eos_pick=st.integers(0, 20))
+       early_stopping=st.sampled_from([False, True, "never"]), eos_pick=st.integers(0, 20),
+       extra=st.sampled_from([{}, {"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2}]))
 def test_the_group_loop_with_one_group_is_beam_search(arch, batch, seed, num_beams, steps, length_penalty,
-                                                       early_stopping, eos_pick):
+                                                       early_stopping, eos_pick, extra):
     """The group loop run with a single group gives beam search's sequences, scores and beam indices; only the
-    fill after an eos differs (transformers 5 fills with eos when pad is 0, 4.55's scorer with pad)."""
+    fill after an eos differs (transformers 5 fills with eos when pad is 0, 4.55's scorer with pad). Processors
+    with per-row data (repetition_penalty's padding lengths) see the rows they were built for."""
     model = tiny_model(arch)
     ids, mask = prompts(batch, seed)
     tokens = decoding.generate(model, ids, attention_mask=mask, num_beams=num_beams, max_new_tokens=steps,
@@ -81,7 +83,7 @@ def test_the_group_loop_with_one_group_is_beam_search(arch, batch, seed, num_bea
     eos = tokens[eos_pick % len(tokens)]
     kwargs = dict(attention_mask=mask, num_beams=num_beams, max_new_tokens=steps, pad_token_id=PAD, eos_token_id=eos,
                   length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_beams,
-                  return_dict_in_generate=True, output_scores=True)
+                  return_dict_in_generate=True, output_scores=True, **extra)
     plain = decoding.generate(model, ids, **kwargs)
     grouped = decoding.generate(model, ids, strategy=group_run.run, **kwargs)
     prompt = ids.shape[1]
