@@ -43,6 +43,11 @@ from .loading import LoadedModel, load, release  # noqa: E402
 
 __all__ += ["load", "LoadedModel", "release", "chat", "ChatCache"]
 
+# Constrained beam search's constraints (docs/constrained-beam-search.md): generate(constraints=[...]).
+from .constraints import DisjunctiveConstraint, PhrasalConstraint  # noqa: E402
+
+__all__ += ["PhrasalConstraint", "DisjunctiveConstraint"]
+
 # Names the top level exported before the research door moved them into their sub-packages; they keep
 # working for one release, with a DeprecationWarning that names the new place.
 _MOVED = {

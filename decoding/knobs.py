@@ -20,6 +20,7 @@ from typing import Any
 
 from .caches import IMPLEMENTATIONS
 from .checks import Check, integer, interval, is_int, is_number, positive
+from .constraints import check_constraints, check_force_words_ids
 from .declarations import (CALL, GROUPS, LENGTH, OUTPUTS, PROCESSORS, SPECIAL_TOKENS, SPECULATIVE, STRATEGY,
                            Knob, literal)
 from .processors.beyond import SAMPLERS
@@ -75,6 +76,19 @@ _REFERENCE_KNOBS = (
     Knob("dola_layers", STRATEGY, "DoLa: contrast the final layer with a premature layer picked per step among "
          "'low', 'high' or these layer indices", check=_dola_layers,
          values="'low', 'high' or a non-empty list of ints >= 0"),
+    # diverse (group) beam search and constrained beam search (docs/diverse-beam-search.md,
+    # docs/constrained-beam-search.md); the rules between them and num_beams: strategies/beam/{groups,constrained}.py
+    Knob("num_beam_groups", STRATEGY, "> 1: diverse beam search, num_beams split into this many groups decoded in "
+         "turn (docs/diverse-beam-search.md)", default=1, type=int, check=_beams, nullable=False),
+    Knob("diversity_penalty", STRATEGY, "diverse beam search: subtracted from a token's score once per beam of an "
+         "earlier group that chose it at this step", default=0.0, type=float,
+         check=positive("must be a finite number >= 0 (> 0 with num_beam_groups > 1)", strict=False)),
+    Knob("force_words_ids", STRATEGY, "constrained beam search: [[ids], ...] phrases that must appear, or "
+         "[[[ids], [ids]], ...] one of several (docs/constrained-beam-search.md)", check=check_force_words_ids,
+         values="[[ids...], ...] or [[[ids...], ...], ...]", flag=False),
+    Knob("constraints", STRATEGY, "constrained beam search: decoding.PhrasalConstraint / DisjunctiveConstraint "
+         "objects that every returned sequence satisfies", check=check_constraints,
+         values="a list of decoding.PhrasalConstraint / DisjunctiveConstraint", flag=False),
     # processors (the reference's)
     Knob("temperature", PROCESSORS, "divide the scores by T before sampling", default=1.0, type=float,
          check=_temperature, values=">= 0, finite (> 0 when sampling)"),
@@ -258,10 +272,6 @@ _NOT_TOKENS = "; the tokens do not depend on it"
 #: refuses with ``NotImplementedError`` unless they are off; tests/test_knobs.py finds them by
 #: introspecting transformers.
 REFUSED: dict[str, Refused] = {r.name: r for r in (
-    Refused("num_beam_groups", 1, "group (diverse) beam search", True),
-    Refused("diversity_penalty", 0.0, "group (diverse) beam search", True),
-    Refused("constraints", None, "constrained beam search", True),
-    Refused("force_words_ids", None, "constrained beam search", True),
     Refused("token_healing", None, "token healing of the prompt's last tokens", True, off=(False,)),
     Refused("use_mtp", None, "speculation with the model's multi-token-prediction heads", True, off=(False,)),
     Refused("speculation_type", None, "another kind of speculation (DFlash)", True),

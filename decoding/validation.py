@@ -214,6 +214,7 @@ def check_settings(settings: Settings) -> None:
             f"< 0 shorter ones), but is {s.length_penalty!r}.")
     check_contrastive_and_dola(s)
     check_processor_settings(s)  # the rules between processor knobs: processors/checks.py
+    _check_beam_variants(s)
 
 
 # --- contrastive search and DoLa (docs/contrastive-search.md, docs/dola.md) ---
@@ -239,3 +240,32 @@ def check_contrastive_and_dola(s: Settings) -> None:
     if s.dola_layers is not None and s.num_beams > 1:
         raise ValueError(f"`dola_layers` (={s.dola_layers!r}) works with greedy search or sampling only, not with "
                          f"num_beams={s.num_beams}; remove dola_layers or set num_beams=1.")
+
+
+# diverse (group) beam search and constrained beam search: the rules between their knobs and num_beams
+def _check_beam_variants(s: Settings) -> None:
+    """``num_beam_groups`` / ``diversity_penalty`` and ``constraints`` / ``force_words_ids`` against the other knobs."""
+    groups, penalty = s.num_beam_groups, s.diversity_penalty or 0.0
+    constrained = s.constraints is not None or s.force_words_ids is not None
+    if groups > 1:
+        if s.num_beams % groups != 0:
+            raise ValueError(f"`num_beams` ({s.num_beams}) must be a multiple of `num_beam_groups` ({groups}): every "
+                             f"group gets num_beams / num_beam_groups beams; set num_beams={groups * 2}, for one.")
+        if s.do_sample:
+            raise ValueError(f"diverse beam search (num_beam_groups={groups}) does not sample; set do_sample=False.")
+        if penalty == 0.0:
+            raise ValueError(f"`num_beam_groups={groups}` needs `diversity_penalty` > 0, or the groups decode the same "
+                             "beams; set diversity_penalty=1.0, for one (or num_beam_groups=1).")
+    elif penalty != 0.0:
+        raise ValueError(f"`diversity_penalty={penalty!r}` works between beam groups; set num_beam_groups >= 2 (and "
+                         "num_beams a multiple of it), or diversity_penalty=0.0.")
+    if constrained:
+        keyword = "constraints" if s.constraints is not None else "force_words_ids"
+        if s.num_beams <= 1:
+            raise ValueError(f"`{keyword}` asks for constrained beam search, which needs num_beams > 1 (it is "
+                             f"{s.num_beams}); set num_beams=4, for one.")
+        if s.do_sample:
+            raise ValueError(f"constrained beam search (`{keyword}`) does not sample; set do_sample=False.")
+        if groups > 1:
+            raise ValueError(f"constrained beam search (`{keyword}`) does not split beams into groups; set "
+                             "num_beam_groups=1.")

@@ -241,14 +241,29 @@ def test_penalty_alpha_with_sampling_is_refused_not_answered_with_a_hint(model):
 
 def test_refusals_from_a_generation_config():
     model = copy.deepcopy(tiny_model("llama"))
-    with pytest.raises(NotImplementedError, match=r"num_beam_groups=2.*in generation_config"):
+    with pytest.raises(NotImplementedError, match=r"token_healing=True.*in generation_config"):
+        decoding.generate(model, IDS, max_new_tokens=2,
+                          generation_config=transformers.GenerationConfig(token_healing=True))
+    # the keyword wins over the config, as for every other knob
+    decoding.generate(model, IDS, max_new_tokens=2, token_healing=False,
+                      generation_config=transformers.GenerationConfig(token_healing=True))
+    defaults = transformers.GenerationConfig(num_beam_groups=1, diversity_penalty=0.0, low_memory=False)
+    decoding.generate(model, IDS, max_new_tokens=2, generation_config=defaults)
+
+
+def test_group_beam_knobs_once_refused_now_come_from_a_generation_config():
+    """num_beam_groups / diversity_penalty were refused before diverse beam search; a config's values now count."""
+    model = copy.deepcopy(tiny_model("llama"))
+    config = transformers.GenerationConfig(num_beam_groups=2, num_beams=2, diversity_penalty=1.0)
+    assert torch.equal(decoding.generate(model, IDS, max_new_tokens=3, generation_config=config),
+                       decoding.generate(model, IDS, max_new_tokens=3, num_beams=2, num_beam_groups=2,
+                                         diversity_penalty=1.0))
+    with pytest.raises(ValueError, match=r"num_beam_groups=2.*diversity_penalty"):   # groups without a penalty
         decoding.generate(model, IDS, max_new_tokens=2,
                           generation_config=transformers.GenerationConfig(num_beam_groups=2, num_beams=2))
     # the keyword wins over the config, as for every other knob
     decoding.generate(model, IDS, max_new_tokens=2, num_beam_groups=1,
                       generation_config=transformers.GenerationConfig(num_beam_groups=2))
-    defaults = transformers.GenerationConfig(num_beam_groups=1, diversity_penalty=0.0, low_memory=False)
-    decoding.generate(model, IDS, max_new_tokens=2, generation_config=defaults)
 
 
 def test_model_generation_config_refuses_what_changes_tokens_and_ignores_the_rest():

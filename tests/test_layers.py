@@ -18,7 +18,7 @@ ROOT = pathlib.Path(decoding.__file__).parent
 # Lowest first. A module belongs to the first entry that equals it or is a package above it.
 LAYERS = [
     ["decoding.errors", "decoding.merge", "decoding.outputs", "decoding.scores", "decoding.seeding",
-     "decoding.streaming", "decoding.checks", "decoding.model_kwargs"],
+     "decoding.streaming", "decoding.checks", "decoding.model_kwargs", "decoding.constraints"],
     ["decoding.versions"],   # the reference-release switches (it warns with an errors.py class)
     ["decoding.declarations"],
     ["decoding.caches"],

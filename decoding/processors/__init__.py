@@ -9,6 +9,7 @@ from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcesso
                    PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                    SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
 from .base import Capabilities, LogitsProcessor, LogitsProcessorList, Processor, capabilities
+from .diversity import HammingDiversityLogitsProcessor
 from .guidance import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from .lengths import (ExponentialDecayLengthPenalty, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
                       MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor)
@@ -34,7 +35,7 @@ REFERENCE_PROCESSORS = (
 
 __all__ = [
     "LogitsProcessor", "LogitsProcessorList", "Processor", "Capabilities", "capabilities", "PipelineContext",
-    "build_pipeline",
+    "build_pipeline", "HammingDiversityLogitsProcessor",
     "REFERENCE_PROCESSORS", *(cls.__name__ for cls in REFERENCE_PROCESSORS),
 ]
 

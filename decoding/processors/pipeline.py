@@ -3,7 +3,7 @@
 The order (``GenerationMixin._get_logits_processor`` in transformers 5.23), each
 built only when its knob asks for it:
 
-1. guidance, sequence bias, encoder repetition penalty, repetition penalty, no-repeat n-gram,
+1. guidance, sequence bias, diversity penalty (group beam search, as transformers 4.55), encoder repetition penalty, repetition penalty, no-repeat n-gram,
    encoder no-repeat n-gram, bad words, min length, min new tokens, prefix constraint, forced
    bos, forced eos, inf/nan removal, exponential decay length penalty, suppress tokens, suppress
    tokens at begin; then the penalties and biases beyond the reference (``processors/beyond.py``); then
@@ -29,6 +29,7 @@ from .bans import (EncoderNoRepeatNGramLogitsProcessor, NoBadWordsLogitsProcesso
                    PrefixConstrainedLogitsProcessor, SequenceBiasLogitsProcessor,
                    SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor)
 from .base import LogitsProcessorList, ProcessorFn
+from .diversity import HammingDiversityLogitsProcessor
 from .beyond import beyond_processors, beyond_warpers
 from .guidance import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from .lengths import (ExponentialDecayLengthPenalty, ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
@@ -117,6 +118,9 @@ def _processors(settings, context: PipelineContext) -> list[ProcessorFn]:
             unconditional_attention_mask=c.negative_prompt_attention_mask, use_cache=bool(s.use_cache)))
     if s.sequence_bias is not None:
         processors.append(SequenceBiasLogitsProcessor(s.sequence_bias))
+    # diverse beam search (transformers 4.55 builds its penalty here; later releases dropped the method)
+    if (s.num_beam_groups or 1) > 1 and s.diversity_penalty:
+        processors.append(HammingDiversityLogitsProcessor(s.diversity_penalty, s.num_beams, s.num_beam_groups))
     if s.encoder_repetition_penalty is not None and s.encoder_repetition_penalty != 1.0 and c.prompt_ids is not None:
         processors.append(EncoderRepetitionPenaltyLogitsProcessor(s.encoder_repetition_penalty, c.prompt_ids))
     if s.repetition_penalty is not None and s.repetition_penalty != 1.0:

@@ -28,6 +28,8 @@ from ..errors import GenerationInterrupted
 from ..outputs import GenerateOutput, is_output
 from ..validation import is_contrastive
 from . import contrastive, dola, sampling
+from .beam import constrained_run as constrained_beam
+from .beam import group_run as group_beam
 from .beam import run as beam
 from .call import PreparedCall
 from .speculative import run as speculative
@@ -48,6 +50,8 @@ class Strategy:
 
 SAMPLING = Strategy("greedy / sample", sampling.run)
 BEAM = Strategy("beam search", beam.run)
+GROUP_BEAM = Strategy("diverse beam search", group_beam.run, group_beam.check)
+CONSTRAINED_BEAM = Strategy("constrained beam search", constrained_beam.run, constrained_beam.check)
 SPECULATIVE = Strategy("speculative", speculative.run, speculative.check)
 CONTRASTIVE = Strategy("contrastive search", contrastive.contrastive_search, contrastive.check)
 DOLA = Strategy("DoLa", dola.dola, dola.check)
@@ -56,6 +60,7 @@ DOLA = Strategy("DoLa", dola.dola, dola.check)
 STRATEGIES: dict[str, Strategy] = {
     "greedy": SAMPLING, "sample": SAMPLING,
     "beam_search": BEAM, "beam_sample": BEAM,
+    "group_beam_search": GROUP_BEAM, "constrained_beam_search": CONSTRAINED_BEAM,
     "speculative": SPECULATIVE,
     "contrastive": CONTRASTIVE, "dola": DOLA,
 }
@@ -63,12 +68,16 @@ STRATEGIES: dict[str, Strategy] = {
 
 def mode(call: PreparedCall) -> str:
     """The call's mode, a key of :data:`STRATEGIES`: contrastive search and DoLa first (``check_settings`` refused
-    their mixes with beams and sampling), then beams, speculation, greedy or sample."""
+    their mixes with beams and sampling), then constraints, beam groups, beams, speculation, greedy or sample."""
     settings = call.settings
     if is_contrastive(settings):
         return "contrastive"
     if settings.dola_layers is not None:
         return "dola"
+    if settings.constraints is not None or settings.force_words_ids is not None:
+        return "constrained_beam_search"
+    if settings.num_beams > 1 and settings.num_beam_groups > 1:
+        return "group_beam_search"
     if settings.num_beams > 1:
         return "beam_sample" if settings.do_sample else "beam_search"
     if is_speculative(settings, call.assistant_model):
