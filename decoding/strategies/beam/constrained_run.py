@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...constraints import call_constraints
-from ...outputs import GenerateOutput
+from ...outputs import BeamGenerateOutput
+from ...versions import CACHE_KEYWORD
 from ..call import PreparedCall
 from ..state import StepOutputs
 from .constrained import ConstrainedConfig, constrained_beam_search
@@ -23,7 +24,7 @@ def check(call: PreparedCall) -> None:
         raise NotImplementedError("constrained beam search does not record the search tree; drop output_beam_tree.")
 
 
-def run(call: PreparedCall) -> GenerateOutput:
+def run(call: PreparedCall) -> BeamGenerateOutput:
     """Constrained beam search on a prepared call (each prompt repeated ``num_beams`` times).
 
     Returns the reference's ``GenerateBeamDecoderOnlyOutput`` fields: ``sequences`` ``[B * nrs, length]``, each
@@ -48,9 +49,9 @@ def run(call: PreparedCall) -> GenerateOutput:
         stream_best(streamer, packed.sequences, packed.beam_indices, call.prompt_length,
                     config.num_return_sequences)
     as_tuple = (lambda items: tuple(items) if items is not None else None)
-    return GenerateOutput(
+    return BeamGenerateOutput(
         sequences=packed.sequences, scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
         sequences_scores=packed.scores if settings.output_scores else None,
         beam_indices=packed.beam_indices if call.wants("scores") else None,
         attentions=as_tuple(outputs.attentions), hidden_states=as_tuple(outputs.hidden_states),
-        past_key_values=runner.cache)
+        **{CACHE_KEYWORD: runner.cache})

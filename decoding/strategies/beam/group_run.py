@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ...outputs import GenerateOutput
+from ...outputs import BeamGenerateOutput
+from ...versions import CACHE_KEYWORD
 from ...processors.base import capabilities
 from ..call import PreparedCall
 from ..state import StepOutputs
@@ -23,7 +24,7 @@ def check(call: PreparedCall) -> None:
                 "or set num_beam_groups=1.")
 
 
-def run(call: PreparedCall) -> GenerateOutput:
+def run(call: PreparedCall) -> BeamGenerateOutput:
     """Diverse beam search on a prepared call (each prompt repeated ``num_beams`` times).
 
     Returns the reference's ``GenerateBeamDecoderOnlyOutput`` fields: ``sequences`` ``[B * nrs, length]``,
@@ -59,10 +60,10 @@ def run(call: PreparedCall) -> GenerateOutput:
         stream_best(streamer, packed.sequences, packed.beam_indices, call.prompt_length,
                     config.num_return_sequences)
     as_tuple = (lambda items: tuple(items) if items is not None else None)
-    return GenerateOutput(
+    return BeamGenerateOutput(
         sequences=packed.sequences, scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
         sequences_scores=packed.scores if settings.output_scores else None,
         beam_indices=packed.beam_indices if call.wants("scores") else None,
         attentions=as_tuple(outputs.attentions), hidden_states=as_tuple(outputs.hidden_states),
-        past_key_values=runner.cache,
+        **{CACHE_KEYWORD: runner.cache},
         trace={"beam_tree": tree.finish(result)} if tree is not None else None)
