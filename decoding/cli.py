@@ -64,7 +64,7 @@ def generation_flag_names(parser_options: Sequence[str] = ()) -> list[str]:
 
 
 _OWN_OPTIONS = ("model", "quantization", "device", "dtype", "seed", "compare", "strategy", "verbose", "raw",
-                "message", "system", "merge_system", "prompt", "command", "logprobs", "json", "show_pipeline")
+                "message", "system", "merge_system", "prompt", "command", "logprobs", "json", "show_pipeline", "trace")
 
 #: How many alternatives ``--json`` records per token when ``--logprobs`` does not say.
 JSON_TOP = 5
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "probabilities and top alternatives (--logprobs K of them, else %d)" % JSON_TOP)
     gen.add_argument("--show-pipeline", action="store_true",
                      help="print the processors the call will apply, in order, to stderr before generating")
+    gen.add_argument("--trace", default=None, metavar="REPORT.html",
+                     help="trace the run (every processor stage's candidates per step) and write its visual report, "
+                          "one self-contained HTML file, to REPORT.html (docs/inspecting.md)")
     gen.set_defaults(generation_names=_add_common(gen))
     chat = commands.add_parser("chat", help="chat: interactive with history, or one-shot with --message",
                                description="Chat with the model. Without --message: interactive; type /reset to "
@@ -226,6 +229,12 @@ class _Session:
             kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True, output_logits=True)
         prompt_length = input_ids.shape[1]
         self.output = None
+        self.tracer = None
+        if getattr(self.args, "trace", None) is not None:   # --trace: our run only (compare keeps trace= for ours)
+            from .insight.trace import Tracer
+
+            self.tracer = Tracer(tokenizer=self.tokenizer)
+            kwargs = dict(kwargs, trace=self.tracer)
         if self.args.compare:
             seed = 0 if self.args.seed is None else self.args.seed
             _say("running model.generate first (not streamed), then decoding.generate (streamed) ...")
@@ -367,6 +376,9 @@ def _generate_command(session: _Session) -> int:
     new, identical = session.run(ids, mask, kwargs)
     if not use_template and not decode_answer(session.tokenizer, new).strip():
         _say("the model ended at once (an instruct model given raw text often does); drop --raw")
+    if session.tracer is not None and session.tracer.trace is not None:
+        path = session.tracer.trace.write_report(args.trace)
+        _say(f"trace report written to {path} ({len(session.tracer.trace.steps)} steps)")
     if session.output is not None:
         top = args.logprobs if args.logprobs is not None else JSON_TOP
         tokens = token_records(session.output, session.tokenizer, ids.shape[1], top)

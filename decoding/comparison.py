@@ -76,7 +76,7 @@ def compare(model: Any, input_ids: Optional[torch.LongTensor] = None, seed: int 
     **kw)`` checks your strategy against the reference's own decoding of the same keywords.
     """
     kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
-    ours_only = {name: kwargs.pop(name) for name in ("streamer", "strategy") if name in kwargs}
+    ours_only = {name: kwargs.pop(name) for name in ("streamer", "strategy", "trace") if name in kwargs}
     torch.manual_seed(seed)
     reference = model.generate(input_ids, **kwargs)
     torch.manual_seed(seed)

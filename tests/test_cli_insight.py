@@ -71,3 +71,18 @@ def test_logprobs_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["generate", "hi", "--logprobs", "-1"])
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_trace_writes_the_report(builtin_dir, tmp_path, capsys):
+    path = tmp_path / "report.html"
+    status = cli.main(["generate", "What is the capital of France?", "--model", str(builtin_dir),
+                       "--max-new-tokens", "5", "--do-sample", "--top-k", "20", "--temperature", "0.8", "--seed", "2",
+                       "--compare", "--trace", str(path)])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert f"trace report written to {path} (5 steps)" in out.err
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "http://" not in page and "https://" not in page
+    assert page.count('class="tok"') == 5 and ">temperature<" in page and ">top_k<" in page
+    answer = out.out.split("compare with model.generate")[0]
+    assert answer.strip() and answer.split()[-1] in page      # the streamed answer's tokens are the report's

@@ -96,7 +96,7 @@ def entropies(scores: torch.FloatTensor) -> list[float]:
     """The entropy (nats) of ``softmax(scores)`` for each row of ``[rows, vocab]`` float32 (0 log 0 = 0)."""
     log_probs = torch.log_softmax(scores.float(), dim=-1)
     probs = log_probs.exp()
-    return (-(probs * log_probs.masked_fill(probs == 0, 0.0)).sum(dim=-1)).tolist()
+    return (-(probs * log_probs.masked_fill(probs == 0, 0.0)).sum(dim=-1)).clamp(min=0.0).add(0.0).tolist()   # no -0.0
 
 
 class TracedPipeline(LogitsProcessorList):
