@@ -238,7 +238,7 @@ class _Session:
         if self.args.compare:
             seed = 0 if self.args.seed is None else self.args.seed
             _say("running model.generate first (not streamed), then decoding.generate (streamed) ...")
-            result = compare(self.model, input_ids, seed=seed, attention_mask=attention_mask, streamer=streamer,
+            result = compare(self.model, input_ids, rng_seed=seed, attention_mask=attention_mask, streamer=streamer,
                              **kwargs)
             print(f"compare with model.generate (seed {seed}): {result.summary()}", flush=True)
             self.output = result.ours

@@ -2,6 +2,7 @@
 visual report (:mod:`decoding.insight.report`). docs/inspecting.md shows them all."""
 
 from .scoring import SequenceScores, score
+from .divergence import Divergence, diff
 from .trace import Trace, Tracer
 
-__all__ = ["score", "SequenceScores", "Trace", "Tracer"]
+__all__ = ["score", "SequenceScores", "Trace", "Tracer", "diff", "Divergence"]

@@ -99,6 +99,13 @@ def entropies(scores: torch.FloatTensor) -> list[float]:
     return (-(probs * log_probs.masked_fill(probs == 0, 0.0)).sum(dim=-1)).clamp(min=0.0).add(0.0).tolist()   # no -0.0
 
 
+def stage_name(processor: Any) -> str:
+    """A processor's name in a trace: its ``name`` (for ours, the keyword that builds it), a function's name,
+    else its class name."""
+    name = getattr(processor, "name", None) or getattr(processor, "__name__", None)
+    return name if isinstance(name, str) else type(processor).__name__
+
+
 class TracedPipeline(LogitsProcessorList):
     """The call's pipeline, keeping each stage's scores for the tracer (the processors are the same objects)."""
 
@@ -155,7 +162,7 @@ class Tracer:
         self._generated = [0] * call.rows
         if wrap:
             call.processors = TracedPipeline(call.processors, self)
-            self._stage_names = ["raw"] + call.processors.keywords()
+            self._stage_names = ["raw"] + [stage_name(p) for p in call.processors]
         else:
             self._stage_names = ["raw", "processed"]
 
