@@ -143,12 +143,23 @@ class _Side:
         tokens = self.tokens[row]
         return tokens[step] if step < len(tokens) else None
 
+    def final(self, row: int, step: int) -> Optional[_Stage]:
+        """The distribution the row chose from, whole (an output's processed scores), else its last traced stage."""
+        full = [s for s in self._output_stages(row, step) if s.name == "processed"] if self.output is not None else []
+        if full:
+            return full[0]
+        stages = self.stages(row, step)
+        return stages[-1] if stages else None
+
     def stages(self, row: int, step: int) -> list[_Stage]:
         if self.trace is not None:
             entries = [e for s in self.trace.steps if s["step"] == step for e in s["rows"] if e["row"] == row]
             if entries:
                 return [_Stage(st["name"], summary=st, chosen=entries[0]["chosen"]) for st in entries[0]["stages"]]
             return []
+        return self._output_stages(row, step)
+
+    def _output_stages(self, row: int, step: int) -> list[_Stage]:
         out, stages = self.output, []
         beam_indices = getattr(out, "beam_indices", None)
         source = row if beam_indices is None else int(beam_indices[row, step]) if step < beam_indices.shape[1] else -1
@@ -237,10 +248,9 @@ def _num(x: Optional[float]) -> str:
     return "-inf" if x == -math.inf else f"{x:.4f}"
 
 
-def _values(stages: Sequence[_Stage], token_a: Optional[int], token_b: Optional[int]) -> dict:
-    if not stages:
+def _values(last: Optional[_Stage], token_a: Optional[int], token_b: Optional[int]) -> dict:
+    if last is None:
         return {}
-    last = stages[-1]
     return {key: {"score": last.score(t), "prob": last.prob(t)} for key, t in (("token_a", token_a),
                                                                             ("token_b", token_b))}
 
@@ -302,7 +312,8 @@ def diff(a: Any, b: Any, *, prompt_length: Optional[int] = None, eos_token_id: U
                         result.max_score_difference
             if ta != tb and result.step is None:
                 result.step, result.row, result.token_a, result.token_b = step, row, ta, tb
-                result.a, result.b = _values(stages_a, ta, tb), _values(stages_b, ta, tb)
+                result.a = _values(side_a.final(row, step), ta, tb)
+                result.b = _values(side_b.final(row, step), ta, tb)
                 result.gap_a = _gap(result.a, "token_a", "token_b")
                 result.gap_b = _gap(result.b, "token_b", "token_a")
         if result.step is not None:
