@@ -38,6 +38,7 @@ LAYERS = [
     ["decoding.insight"],
     ["decoding.generation"],
     ["decoding.comparison"],
+    ["decoding.replay"],
     ["decoding.builtin"],
     ["decoding.loading"],
     ["decoding.conversation"],

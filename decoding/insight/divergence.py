@@ -1,7 +1,8 @@
 """Where two runs part ways: ``decoding.diff(a, b)`` over two outputs or two traces.
 
 Each side is a :class:`~decoding.outputs.GenerateOutput` (or the reference's output object: anything
-with ``sequences`` and, for scores, ``scores`` / ``logits``), or a :class:`~decoding.insight.trace.Trace`.
+with ``sequences`` and, for scores, ``scores`` / ``logits``), a :class:`~decoding.insight.trace.Trace`,
+or a recorded run of :mod:`decoding.replay` (its output).
 :func:`diff` walks the steps in order and, at each step, the rows in order, and reports:
 
 - ``identical``: the same rows, the same tokens, the same lengths (padding after a row's end ignored);
@@ -17,7 +18,7 @@ recorded them; a trace gives every stage of its pipeline, compared on what it ke
 the top candidates, the chosen token). Stages are matched by name (the k-th stage of a name with the
 k-th of that name on the other side), in the first side's order; the last stages of the two sides
 (the distributions each chose from) are always compared, so a processor present on one side only
-still shows (under its name on the first side).
+still shows (under the name of the longer pipeline's last stage).
 
 Rows end: a trace holds no entry after a row's end; an output's tokens after the row's first
 ``eos_token_id`` are padding (give ``eos_token_id`` to :func:`diff`, or it is read from a trace's
@@ -32,6 +33,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from ..outputs import GenerateOutput
 from .trace import Trace
 
 TOLERANCE = 1e-5
@@ -110,6 +112,8 @@ class _Side:
     """One run seen as ``token(row, step)`` and ``stages(row, step)``."""
 
     def __init__(self, run: Any, prompt_length: Optional[int], eos_token_id: Any):
+        if isinstance(getattr(run, "output", None), GenerateOutput):      # a decoding.replay.Run
+            run = run.output
         self.trace = run if isinstance(run, Trace) else getattr(run, "trace", None)
         self.trace = self.trace if isinstance(self.trace, Trace) else None
         self.output = None if isinstance(run, Trace) else run
@@ -302,7 +306,10 @@ def diff(a: Any, b: Any, *, prompt_length: Optional[int] = None, eos_token_id: U
             by_name = _by_name(stages_b)
             pairs = [(stage, by_name[key]) for key, stage in _by_name(stages_a).items() if key in by_name]
             if stages_a and stages_b and (stages_a[-1], stages_b[-1]) not in pairs:
-                pairs.append((stages_a[-1], stages_b[-1]))      # the distributions chosen from, always compared
+                # the distributions chosen from, always compared (named after the longer pipeline's last stage)
+                last = stages_a[-1] if len(stages_a) >= len(stages_b) else _Stage(
+                    stages_b[-1].name, stages_a[-1].vector, stages_a[-1].summary, stages_a[-1].chosen)
+                pairs.append((last, stages_b[-1]))
             for stage, other in pairs:
                 gap = stage.difference(other)
                 if gap > tolerance and result.stage is None:
