@@ -64,7 +64,8 @@ def generation_flag_names(parser_options: Sequence[str] = ()) -> list[str]:
 
 
 _OWN_OPTIONS = ("model", "quantization", "device", "dtype", "seed", "compare", "strategy", "verbose", "raw",
-                "message", "system", "merge_system", "prompt", "command", "logprobs", "json", "show_pipeline")
+                "message", "system", "merge_system", "prompt", "command", "logprobs", "json", "show_pipeline", "trace",
+                "against")
 
 #: How many alternatives ``--json`` records per token when ``--logprobs`` does not say.
 JSON_TOP = 5
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m decoding",
         description="Generate with decoding's own loop (the same tokens as transformers' model.generate).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat,compare}")
     gen = commands.add_parser(
         "generate", help="answer PROMPT (one user message through the chat template), or continue raw text with --raw",
         description="Stream the model's output for PROMPT. When the tokenizer has a chat template (the built-in "
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "probabilities and top alternatives (--logprobs K of them, else %d)" % JSON_TOP)
     gen.add_argument("--show-pipeline", action="store_true",
                      help="print the processors the call will apply, in order, to stderr before generating")
+    gen.add_argument("--trace", default=None, metavar="REPORT.html",
+                     help="trace the run (every processor stage's candidates per step) and write its visual report, "
+                          "one self-contained HTML file, to REPORT.html (docs/inspecting.md)")
     gen.set_defaults(generation_names=_add_common(gen))
     chat = commands.add_parser("chat", help="chat: interactive with history, or one-shot with --message",
                                description="Chat with the model. Without --message: interactive; type /reset to "
@@ -138,7 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--merge-system", action="store_true",
                       help="for templates without a system role: put the system text in front of the first user message")
     chat.set_defaults(generation_names=_add_common(chat))
+    comp = commands.add_parser(
+        "compare", help="run two decoders on PROMPT and print where they first differ (default: ours against "
+                        "model.generate)",
+        description="Run model.generate (or, with --against, decoding.generate with some keywords changed) and "
+                    "decoding.generate on PROMPT under the same seed, and print the first divergence as a table: "
+                    "the step and row, both tokens with their scores and probabilities on both sides, the gaps, "
+                    "and the first processor stage whose scores differ. Exit status 3 when the tokens differ.")
+    comp.add_argument("prompt", help="the prompt text")
+    comp.add_argument("--raw", action="store_true", help="no chat template (as for generate)")
+    comp.add_argument("--against", nargs="+", default=None, metavar="KEY=VALUE",
+                      help="compare ours with ours: the first run takes these keywords changed (e.g. temperature=1.2 "
+                           "top_k=5), the second the flags as given; both are traced, so the stage is named")
+    comp.set_defaults(generation_names=_add_common(comp))
     return parser
+
+
+def parse_against(pairs: Optional[Sequence[str]]) -> Optional[dict[str, Any]]:
+    """``["temperature=1.2", "top-k=5"]`` -> ``{"temperature": 1.2, "top_k": 5}`` (values are Python literals).
+
+    Raises:
+        ValueError: an item is not KEY=VALUE.
+    """
+    if pairs is None:
+        return None
+    changed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--against takes KEY=VALUE items (for example temperature=1.2), got {pair!r}.")
+        changed[key.strip().replace("-", "_")] = literal(value)
+    return changed
 
 
 def load_strategy(spec: str) -> Callable:
@@ -226,10 +260,16 @@ class _Session:
             kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True, output_logits=True)
         prompt_length = input_ids.shape[1]
         self.output = None
+        self.tracer = None
+        if getattr(self.args, "trace", None) is not None:   # --trace: our run only (compare keeps trace= for ours)
+            from .insight.trace import Tracer
+
+            self.tracer = Tracer(tokenizer=self.tokenizer)
+            kwargs = dict(kwargs, trace=self.tracer)
         if self.args.compare:
             seed = 0 if self.args.seed is None else self.args.seed
             _say("running model.generate first (not streamed), then decoding.generate (streamed) ...")
-            result = compare(self.model, input_ids, seed=seed, attention_mask=attention_mask, streamer=streamer,
+            result = compare(self.model, input_ids, rng_seed=seed, attention_mask=attention_mask, streamer=streamer,
                              **kwargs)
             print(f"compare with model.generate (seed {seed}): {result.summary()}", flush=True)
             self.output = result.ours
@@ -342,8 +382,9 @@ def write_json(path: str, prompt: str, prompt_ids: list[int], output: Any, token
             handle.write(text + "\n")
 
 
-def _generate_command(session: _Session) -> int:
-    from .conversation import DEFAULT_MAX_NEW_TOKENS, chat_generation_kwargs, chat_prompt, decode_answer
+def _prompt(session: _Session) -> tuple[Any, Any, dict[str, Any], bool]:
+    """The command's prompt as ``(ids [1, len], mask, generation kwargs, through the chat template)``."""
+    from .conversation import DEFAULT_MAX_NEW_TOKENS, chat_generation_kwargs, chat_prompt
 
     args = session.args
     use_template = not args.raw and getattr(session.tokenizer, "chat_template", None) is not None
@@ -364,9 +405,42 @@ def _generate_command(session: _Session) -> int:
         if ("max_new_tokens" not in kwargs and "max_length" not in kwargs
                 and getattr(config, "max_new_tokens", None) is None and getattr(config, "max_length", None) is None):
             kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+    return ids, mask, kwargs, use_template
+
+
+def _compare_command(session: _Session) -> int:
+    """``compare``: two decoders on the prompt, the divergence as a table; 0 identical, 3 different."""
+    from .comparison import compare
+    from .runner import model_device
+
+    args = session.args
+    ids, mask, kwargs, _ = _prompt(session)
+    device = model_device(session.model)
+    against = parse_against(args.against)
+    seed = 0 if args.seed is None else args.seed
+    result = compare(session.model, ids.to(device), rng_seed=seed, attention_mask=mask.to(device), against=against,
+                     **kwargs)
+    names = ("model.generate" if against is None else "ours with " + ", ".join(f"{k}={v!r}" for k, v in against.items()),
+             "decoding.generate")
+    prompt_length = ids.shape[1]
+    for name, out in zip(names, (result.reference, result.ours)):
+        text = session.tokenizer.decode(out.sequences[0, prompt_length:], skip_special_tokens=True)
+        print(f"{name}: {text!r}", flush=True)
+    print(f"seed {seed}: " + result.table(), flush=True)
+    return 0 if result.identical else EXIT_DIFFERENT
+
+
+def _generate_command(session: _Session) -> int:
+    from .conversation import decode_answer
+
+    args = session.args
+    ids, mask, kwargs, use_template = _prompt(session)
     new, identical = session.run(ids, mask, kwargs)
     if not use_template and not decode_answer(session.tokenizer, new).strip():
         _say("the model ended at once (an instruct model given raw text often does); drop --raw")
+    if session.tracer is not None and session.tracer.trace is not None:
+        path = session.tracer.trace.write_report(args.trace)
+        _say(f"trace report written to {path} ({len(session.tracer.trace.steps)} steps)")
     if session.output is not None:
         top = args.logprobs if args.logprobs is not None else JSON_TOP
         tokens = token_records(session.output, session.tokenizer, ids.shape[1], top)
@@ -433,7 +507,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     session = None
     try:
         session = _Session(args)
-        return _generate_command(session) if args.command == "generate" else _chat_command(session)
+        commands = {"generate": _generate_command, "chat": _chat_command, "compare": _compare_command}
+        return commands[args.command](session)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         _say("interrupted")

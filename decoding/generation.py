@@ -15,6 +15,7 @@ import torch
 
 from .caches import build_cache, check_cache_request, check_continuation, normalized, past_length
 from .config import resolve_settings
+from .insight.trace import Tracer
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens, take_inputs
 from .knobs import KNOBS, REFUSED
 from .model_kwargs import ModelKwargs, split_model_kwargs
@@ -25,7 +26,7 @@ from .seeding import row_seeds
 from .stopping import build_stopping
 from .strategies.beam.run import check_beam_arguments
 from .strategies.call import PreparedCall
-from .strategies.contract import (STRATEGIES, mode, run_custom_generate, run_strategy, split_custom_keywords,
+from .strategies.contract import (SPECULATIVE, STRATEGIES, mode, run_custom_generate, run_strategy, split_custom_keywords,
                                   user_strategy)
 from .validation import (check_attention_mask, check_call_objects, check_devices, check_input_ids,
                          check_not_yet_implemented, check_processor_inputs, check_settings, check_special_tokens,
@@ -47,7 +48,7 @@ def _config_names(generation_config: Any) -> set:
 @torch.no_grad()
 def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
              attention_mask: Optional[torch.LongTensor] = None,
-             *, strategy: Any = None, custom_generate: Any = None, **kwargs: Any):
+             *, strategy: Any = None, custom_generate: Any = None, trace: Any = None, **kwargs: Any):
     """Generate tokens exactly as ``model.generate(input_ids, attention_mask=..., **kwargs)`` would.
 
     Args:
@@ -59,6 +60,9 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
             it gets the resolved settings, pipeline, criteria, streamer and seeds of this call.
         custom_generate: a callable written for ``model.generate(custom_generate=...)``; it is called
             the way the reference calls it, and its result returned as it is.
+        trace: True (or a :class:`~decoding.insight.trace.Tracer`) records the per-step trace in
+            ``out.trace`` (needs ``return_dict_in_generate=True``; a ``Tracer`` also keeps it in
+            ``tracer.trace``). Off by default, and then free. See docs/inspecting.md.
         **kwargs: every other argument of :func:`prepare_call`: ``generation_config``,
             ``logits_processor``, ``stopping_criteria``, ``streamer``, ``tokenizer``,
             ``assistant_model``, ``seed``, ``order``, ``output_beam_tree``, ..., and the
@@ -79,11 +83,34 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         raise ValueError("both strategy= and custom_generate= were given; pass one of them (docs/strategies.md).")
     custom = split_custom_keywords(custom_generate, kwargs)
     call = prepare_call(model, input_ids, attention_mask, **kwargs)
+    tracer = make_tracer(trace, call.return_dict, custom_generate)
     if custom_generate is not None:
         return run_custom_generate(custom_generate, call, custom)
     chosen = user_strategy(strategy) if strategy is not None else STRATEGIES[mode(call)]
+    if tracer is not None:
+        call.tracer = tracer
+        tracer.attach(call, chosen.name if strategy is not None else mode(call), wrap=chosen is not SPECULATIVE)
     out = run_strategy(chosen, call)
+    if tracer is not None:
+        out.trace = tracer.finish(out)
     return out if call.return_dict else out.sequences
+
+
+def make_tracer(trace: Any, return_dict: bool, custom_generate: Any = None) -> Optional[Tracer]:
+    """The tracer of ``generate(trace=...)``: None (off), a new :class:`Tracer` for True, or the one given."""
+    if trace is None or trace is False:
+        return None
+    if custom_generate is not None:
+        raise ValueError("trace= does not follow a custom_generate= callable (it runs the reference's own loop); "
+                         "use strategy= for a loop of yours, which is traced.")
+    if trace is True:
+        if not return_dict:
+            raise ValueError("trace=True puts the trace in out.trace, so it needs return_dict_in_generate=True; set "
+                             "it, or pass trace=decoding.Tracer() and read tracer.trace after the call.")
+        return Tracer()
+    if isinstance(trace, Tracer):
+        return trace
+    raise TypeError(f"`trace` must be True, False or a decoding.Tracer, got {type(trace).__name__}.")
 
 
 def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,

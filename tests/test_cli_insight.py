@@ -71,3 +71,43 @@ def test_logprobs_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["generate", "hi", "--logprobs", "-1"])
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_trace_writes_the_report(builtin_dir, tmp_path, capsys):
+    path = tmp_path / "report.html"
+    status = cli.main(["generate", "What is the capital of France?", "--model", str(builtin_dir),
+                       "--max-new-tokens", "5", "--do-sample", "--top-k", "20", "--temperature", "0.8", "--seed", "2",
+                       "--compare", "--trace", str(path)])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert f"trace report written to {path} (5 steps)" in out.err
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "http://" not in page and "https://" not in page
+    assert page.count('class="tok"') == 5 and ">temperature<" in page and ">top_k<" in page
+    answer = out.out.split("compare with model.generate")[0]
+    assert answer.strip() and answer.split()[-1] in page      # the streamed answer's tokens are the report's
+
+
+def test_compare_command_prints_the_divergence_table(builtin_dir, capsys):
+    status = cli.main(["compare", "The capital of France is", "--raw", "--model", str(builtin_dir),
+                       "--max-new-tokens", "6", "--do-sample", "--top-k", "20", "--seed", "0"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    lines = out.out.splitlines()
+    assert lines[0].startswith("model.generate: ") and lines[1].startswith("decoding.generate: ")
+    assert lines[0].split(": ", 1)[1] == lines[1].split(": ", 1)[1]
+    assert lines[2].startswith("seed 0: identical: 1 row(s) x 6 new tokens")
+
+    status = cli.main(["compare", "The capital of France is", "--raw", "--model", str(builtin_dir),
+                       "--max-new-tokens", "8", "--do-sample", "--top-k", "20", "--seed", "0",
+                       "--against", "top-k=1"])
+    out = capsys.readouterr()
+    assert status == cli.EXIT_DIFFERENT, out.err
+    assert out.out.startswith("ours with top_k=1: ")
+    assert "scores first differ at stage 'top_k' (new token 0, row 0)" in out.out
+    assert "gap" in out.out and "side a" in out.out and "p=1.0000" in out.out
+
+
+def test_compare_against_must_be_key_value(builtin_dir, capsys):
+    status = cli.main(["compare", "Hi", "--raw", "--model", str(builtin_dir), "--against", "top_k"])
+    assert status == cli.EXIT_ERROR and "KEY=VALUE" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from tests.models import PAD, prompts, tiny_model
 def test_identical_runs():
     model = tiny_model("llama")
     ids, mask = prompts(3, 0)
-    result = decoding.compare(model, ids, seed=3, attention_mask=mask, max_new_tokens=8, do_sample=True,
+    result = decoding.compare(model, ids, rng_seed=3, attention_mask=mask, max_new_tokens=8, do_sample=True,
                               pad_token_id=PAD)
     assert result.identical and result.first_difference is None
     assert result.max_score_difference <= 1e-5

@@ -39,6 +39,7 @@ LAYERS = [
     ["decoding.insight"],
     ["decoding.generation"],
     ["decoding.comparison"],
+    ["decoding.replay"],
     ["decoding.builtin"],
     ["decoding.loading"],
     ["decoding.conversation"],

@@ -87,3 +87,32 @@ def test_a_diff_marks_the_divergence_in_both_columns(browser, tmp_path):
     page.keyboard.press("Enter")
     assert page.locator(".panel .stagehead").first.inner_text().startswith("run A: step 1, row 0: ")
     page.close()
+
+
+def test_a_real_trace_renders_and_a_click_shows_every_stage(browser, tmp_path):
+    import torch
+
+    import decoding
+    from tests.models import PAD, tiny_model
+    from tests.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    ids = torch.tensor([tok("The cat sat")["input_ids"]])
+    out = decoding.generate(tiny_model("llama"), ids, max_new_tokens=6, eos_token_id=None, pad_token_id=PAD,
+                            do_sample=True, temperature=0.8, top_k=20, seed=2, return_dict_in_generate=True,
+                            trace=decoding.Tracer(top=5, tokenizer=tok))
+    path = out.trace.write_report(tmp_path / "real.html", title="a real trace")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(path.as_uri())
+    tokens = page.locator(".tok")
+    assert tokens.count() == 6
+    tokens.nth(2).click()
+    assert page.locator(".panel table.cand").count() == 3           # raw, temperature, top_k
+    head = page.locator(".panel .stagehead").first.inner_text()
+    chosen = out.trace.steps[2]["rows"][0]["chosen"]
+    assert head.startswith("step 2, row 0: chose ") and f"(id {chosen})" in head and "random " in head
+    assert "top_k: alive 20" in page.locator(".panel").inner_text()
+    page.screenshot(path=str(tmp_path / "real.png"))
+    assert not errors

@@ -5,7 +5,7 @@ It renders a trace in its JSON form (``trace.to_dict()``, the ``decoding.trace/1
 - the generated text of each row, each token coloured by the probability the final distribution
   gave it (red: unlikely, green: likely; a legend says so), after the prompt in grey;
 - a click on a token (or Enter on a focused one) shows its step: the chosen token, the entropy, the
-  uniform value of a seeded draw, and the candidate table of every processor stage side by side
+  random value of a seeded draw, and the candidate table of every processor stage side by side
   (rank, token, raw score, probability; the stage's alive count and the chosen token's rank);
 - for beam search, the beam tree as nested lists (each live beam under the beam it extends);
 - for speculation, each round's drafted tokens, the accepted ones green, the rejected ones struck

@@ -52,6 +52,8 @@ class PreparedCall:
             rows expanded like ``input_ids``; :meth:`new_runner` passes them on.
         cache: the cache the runner uses (``past_key_values``, or one built from ``cache_implementation``);
             None: the runner's default ``DynamicCache`` (see :mod:`decoding.caches`).
+        tracer: records the per-step trace (``generate(trace=...)``), or None; it observes the
+            pipeline and every state made by :meth:`new_state` (see ``decoding.insight.trace``).
     """
 
     model: Any
@@ -72,6 +74,7 @@ class PreparedCall:
     progress: Optional[Callable[[], torch.LongTensor]] = None
     model_kwargs: Optional[ModelKwargs] = None
     cache: Any = None
+    tracer: Any = None
 
     @property
     def rows(self) -> int:
@@ -115,6 +118,7 @@ class PreparedCall:
                               output_attentions=self.wants("attentions"),
                               output_hidden_states=self.wants("hidden_states"), capacity=self.prompt_length + 1)
         self.keep_partial(lambda: state.sequences.clone())
+        state.observer = self.tracer
         return state
 
     def stream_result(self, sequences: torch.LongTensor) -> None:

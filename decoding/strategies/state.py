@@ -77,6 +77,7 @@ class SequenceState(StepOutputs):
         self.streamer = streamer
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=prompt_ids.device)
         self.done = False
+        self.observer: Any = None       # a tracer (decoding.insight.trace): told of each step's tokens
         super().__init__(output_scores, output_logits, output_attentions, output_hidden_states)
         if streamer is not None:
             streamer.put(prompt_ids.cpu())
@@ -88,6 +89,8 @@ class SequenceState(StepOutputs):
 
     def append(self, tokens: torch.LongTensor) -> torch.LongTensor:
         """Append one token per row (``[rows]`` int64); returns the tokens written (pads included)."""
+        if self.observer is not None:
+            self.observer.appended(self, tokens)
         if self.pad_token_id is not None:
             tokens = torch.where(self.unfinished, tokens, self.pad_token_id)
         if self.length == self._buffer.shape[1]:

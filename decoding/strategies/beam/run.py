@@ -72,6 +72,8 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
     tree = BeamTree(prompts, config, prompt_length) if call.output_beam_tree else None
     if tree is not None:
         observers.append(tree)
+    if call.tracer is not None:
+        observers.append(call.tracer.beam_step)
     if is_beam_streamer(streamer):
         observers.append(BeamStreamAdapter(streamer, config.early_stopping))
     elif streamer is not None:

@@ -225,10 +225,13 @@ class Rounds:
 
     def __init__(self, stats: SpeculationStats, outputs: StepOutputs, streamer: Any = None):
         self.stats, self.outputs, self.streamer = stats, outputs, streamer
+        self.observer: Optional[Callable] = None    # a tracer's speculation_round(draft, tokens, keep, scores, logits)
 
     def record(self, draft: Draft, tokens: torch.LongTensor, keep: torch.LongTensor, scores: torch.FloatTensor,
                logits: torch.FloatTensor) -> None:
         self.stats.record(draft, keep)
+        if self.observer is not None:
+            self.observer(draft, tokens, keep, scores, logits)
         if self.streamer is None and self.outputs.scores is None and self.outputs.logits is None:
             return
         k = int(keep[0])                                   # one row: checked before the first forward

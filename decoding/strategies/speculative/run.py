@@ -51,6 +51,7 @@ def run(call: PreparedCall) -> GenerateOutput:
     target = BlockRunner(call.model, call.attention_mask, output_device=call.input_ids.device,
                          model_kwargs=call.model_kwargs)
     rounds = Rounds(SpeculationStats(drafter.name), StepOutputs(call.wants("scores"), call.wants("logits")), streamer)
+    rounds.observer = call.tracer.speculation_round if call.tracer is not None else None
     # with several rows, the length limit is per row (rows grow by different amounts): the loop checks it
     criteria = call.criteria if call.rows == 1 else StoppingCriteriaList(
         c for c in call.criteria if type(c).__name__ != MaxLengthCriteria.__name__)
