@@ -61,7 +61,7 @@ def score_candidates(runner: ModelRunner, candidates: torch.LongTensor, low_memo
     ``outputs`` holding the model's ``hidden_states`` (and ``attentions``) with rows ``r * k + i``.
     Afterwards the runner holds ``rows * k`` rows (batched) or its ``rows`` rows unchanged (``low_memory``).
     """
-    rows, k = candidates.shape
+    k = candidates.shape[1]
     if not low_memory:
         runner.repeat(k)
         return runner.step(candidates.reshape(-1)), runner.last_output
@@ -70,14 +70,16 @@ def score_candidates(runner: ModelRunner, candidates: torch.LongTensor, low_memo
         logits.append(runner.step(candidates[:, i]))
         outputs.append(runner.last_output)
         runner.crop(1)
-    order = torch.arange(rows * k).view(k, rows).T.reshape(-1)          # rows r * k + i, as batched
-    def gather(per_candidate):
-        if per_candidate[0] is None:
-            return None
-        return tuple(torch.cat(layer, dim=0)[order.to(layer[0].device)] for layer in zip(*per_candidate))
-    joined = SimpleNamespace(hidden_states=gather([o.hidden_states for o in outputs]),
-                             attentions=gather([getattr(o, "attentions", None) for o in outputs]))
-    return torch.cat(logits, dim=0)[order.to(logits[0].device)], joined
+
+    def layers(name):
+        per_candidate = [getattr(output, name, None) for output in outputs]
+        return None if per_candidate[0] is None else tuple(interleaved(list(layer)) for layer in zip(*per_candidate))
+    return interleaved(logits), SimpleNamespace(hidden_states=layers("hidden_states"), attentions=layers("attentions"))
+
+
+def interleaved(per_candidate: list[torch.Tensor]) -> torch.Tensor:
+    """``k`` tensors ``[rows, ...]`` -> ``[rows * k, ...]``, row ``r * k + i`` from candidate ``i`` (the batched order)."""
+    return torch.stack(per_candidate, dim=1).flatten(0, 1)
 
 
 def chosen(outputs, rows_kept: torch.Tensor):
