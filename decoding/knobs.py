@@ -34,7 +34,8 @@ _early_stopping = Check(lambda v: v is None or v is True or v is False or v == "
 _temperature = positive("must be a finite number >= 0 (> 0 when sampling)", strict=False)
 _penalty = positive("has to be a finite number > 0 (1.0 disables it)")
 _beams = integer("must be an integer >= 1", 1)
-_dola_layers = Check(lambda v: v in ("low", "high") or (isinstance(v, list) and bool(v) and all(is_int(i) and i >= 0 for i in v)),
+_dola_layers = Check(lambda v: v in ("low", "high")
+                     or (isinstance(v, list) and bool(v) and all(is_int(i) and i >= 0 for i in v)),
                      "must be 'low', 'high' or a non-empty list of layer indices (ints >= 0; 0 is the embeddings)",
                      "'low', 'high' or a list of ints >= 0")
 

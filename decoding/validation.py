@@ -220,7 +220,7 @@ def check_settings(settings: Settings) -> None:
 # --- contrastive search and DoLa (docs/contrastive-search.md, docs/dola.md) ---
 
 def is_contrastive(settings: Settings) -> bool:
-    """Whether the settings ask for contrastive search: ``penalty_alpha > 0`` with ``top_k > 1`` (the reference's rule)."""
+    """Whether the settings ask for contrastive search: ``penalty_alpha > 0`` with ``top_k > 1`` (as the reference)."""
     alpha, k = settings.penalty_alpha, settings.top_k
     return alpha is not None and alpha > 0 and k is not None and k > 1
 

@@ -78,7 +78,7 @@ def score_candidates(runner: ModelRunner, candidates: torch.LongTensor, low_memo
 
 
 def interleaved(per_candidate: list[torch.Tensor]) -> torch.Tensor:
-    """``k`` tensors ``[rows, ...]`` -> ``[rows * k, ...]``, row ``r * k + i`` from candidate ``i`` (the batched order)."""
+    """``k`` tensors ``[rows, ...]`` -> ``[rows * k, ...]``: row ``r * k + i`` from candidate ``i``, as batched."""
     return torch.stack(per_candidate, dim=1).flatten(0, 1)
 
 
@@ -86,7 +86,8 @@ def chosen(outputs, rows_kept: torch.Tensor):
     """The chosen candidates' hidden states and attentions (rows ``rows_kept`` of the candidates')."""
     def pick(layers):
         return None if layers is None else tuple(layer[rows_kept.to(layer.device)] for layer in layers)
-    return SimpleNamespace(hidden_states=pick(outputs.hidden_states), attentions=pick(getattr(outputs, "attentions", None)))
+    return SimpleNamespace(hidden_states=pick(outputs.hidden_states),
+                           attentions=pick(getattr(outputs, "attentions", None)))
 
 
 def contrastive_search(call: PreparedCall):
