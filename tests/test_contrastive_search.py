@@ -158,3 +158,13 @@ def test_an_assistant_model_is_refused():
     with pytest.raises(ValueError, match="contrastive search.*assistant_model"):
         decoding.generate(model, torch.tensor([[5, 6]]), max_new_tokens=2, penalty_alpha=0.6, top_k=4,
                           assistant_model=tiny_model("llama", seed=1))
+
+
+def test_a_huge_max_new_tokens_with_an_early_eos_costs_nothing():
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 5)
+    plain = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, eos_token_id=None, penalty_alpha=0.6, top_k=4)
+    kwargs = dict(attention_mask=mask, eos_token_id=plain[:, -2].unique().tolist(), pad_token_id=PAD, penalty_alpha=0.6, top_k=4)
+    short = decoding.generate(model, ids, max_new_tokens=20, **kwargs)
+    assert short.shape[1] < ids.shape[1] + 20
+    assert torch.equal(decoding.generate(model, ids, max_new_tokens=10**8, **kwargs), short)

@@ -109,3 +109,13 @@ def test_arguments_are_checked_before_the_first_forward(kwargs, error, message):
     finally:
         hook.remove()
     assert calls == []
+
+
+def test_a_huge_max_new_tokens_with_an_early_eos_costs_nothing():
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 5)
+    plain = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, eos_token_id=None, dola_layers="high")
+    kwargs = dict(attention_mask=mask, eos_token_id=plain[:, -2].unique().tolist(), pad_token_id=PAD, dola_layers="high")
+    short = decoding.generate(model, ids, max_new_tokens=20, **kwargs)
+    assert short.shape[1] < ids.shape[1] + 20
+    assert torch.equal(decoding.generate(model, ids, max_new_tokens=10**8, **kwargs), short)

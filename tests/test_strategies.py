@@ -136,6 +136,8 @@ def test_the_strategy_gets_the_same_checks_as_generate():
 @pytest.mark.parametrize("kwargs,expected", [
     (dict(), "greedy"), (dict(do_sample=True), "sample"), (dict(num_beams=2), "beam_search"),
     (dict(num_beams=2, do_sample=True), "beam_sample"), (dict(prompt_lookup_num_tokens=2), "speculative"),
+    (dict(penalty_alpha=0.6, top_k=4), "contrastive"), (dict(dola_layers="low"), "dola"),
+    (dict(dola_layers="low", do_sample=True), "dola"), (dict(penalty_alpha=0.6, top_k=1), "greedy"),
 ])
 def test_the_dispatch_table_picks_the_family(kwargs, expected):
     call = prepare_call(tiny_model("llama"), torch.tensor([[1, 5, 6]]), max_new_tokens=3, **kwargs)
