@@ -234,7 +234,7 @@ def check_contrastive_and_dola(s: Settings) -> None:
                 raise ValueError(
                     f"`penalty_alpha` (={s.penalty_alpha}) with top_k={s.top_k} asks for contrastive search, which is "
                     f"greedy, with one beam and a cache: it cannot run with {why}; remove penalty_alpha or {why}.")
-    elif s.low_memory:
+    elif s.low_memory and "low_memory" in s.explicit:      # from model.generation_config: ignored, as the reference
         raise ValueError("`low_memory=True` only changes contrastive search (penalty_alpha > 0 with top_k > 1); "
                          "remove it (beam search refuses it too).")
     if s.dola_layers is not None and s.num_beams > 1:

@@ -5,6 +5,8 @@ Token-for-token checks against transformers 4.55.4's own contrastive search are 
 tests/transformers_4_55/test_contrastive_search.py.
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,6 +140,17 @@ def test_arguments_are_checked_before_the_first_forward(kwargs, message):
     finally:
         hook.remove()
     assert calls == []
+
+
+def test_low_memory_in_the_models_generation_config_is_ignored_outside_contrastive_search():
+    model = copy.deepcopy(tiny_model("llama"))
+    ids = torch.tensor([[5, 6, 7]])
+    plain = decoding.generate(model, ids, max_new_tokens=4)
+    model.generation_config.low_memory = True          # a checkpoint may carry it
+    assert torch.equal(decoding.generate(model, ids, max_new_tokens=4), plain)
+    contrastive = dict(max_new_tokens=4, penalty_alpha=0.6, top_k=3)
+    assert torch.equal(decoding.generate(model, ids, **contrastive),
+                       decoding.generate(model, ids, low_memory=False, **contrastive))
 
 
 def test_top_k_one_or_alpha_zero_is_greedy_as_in_the_reference():
