@@ -166,6 +166,16 @@ def test_more_candidates_than_the_vocabulary_is_refused():
         decoding.generate(tiny_model("llama"), torch.tensor([[5, 6]]), max_new_tokens=2, penalty_alpha=0.6, top_k=600)
 
 
+def test_a_static_or_filled_cache_is_refused():
+    model, ids = tiny_model("llama"), torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match="contrastive search cannot run on a static cache"):
+        decoding.generate(model, ids, max_new_tokens=2, penalty_alpha=0.6, top_k=4, cache_implementation="static")
+    cache = decoding.generate(model, ids, max_new_tokens=2, return_dict_in_generate=True).past_key_values
+    with pytest.raises(NotImplementedError, match="whole context.*without past_key_values"):
+        decoding.generate(model, torch.tensor([[5, 6, 7, 8, 9]]), max_new_tokens=2, penalty_alpha=0.6, top_k=4,
+                          past_key_values=cache)
+
+
 def test_an_assistant_model_is_refused():
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="contrastive search.*assistant_model"):

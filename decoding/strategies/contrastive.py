@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
+from ..caches import is_static, past_length
 from ..runner import ModelRunner
 from .call import PreparedCall
 
@@ -132,6 +133,13 @@ def check(call: PreparedCall) -> None:
     if call.assistant_model is not None:
         raise ValueError("contrastive search (penalty_alpha > 0 with top_k > 1) cannot use an assistant_model; "
                          "remove penalty_alpha, or the assistant_model.")
+    if is_static(call.cache):
+        raise ValueError("contrastive search cannot run on a static cache (it repeats every row top_k times and "
+                         "feeds one position past the last token returned); leave cache_implementation unset.")
+    if call.cache is not None and past_length(call.cache) > 0:
+        raise NotImplementedError(
+            "contrastive search compares candidates with the hidden states of the whole context, which a "
+            "past_key_values passed in does not hold; pass the whole sequence without past_key_values.")
     vocab = call.context.vocab_size
     if vocab is not None and call.settings.top_k > vocab:
         raise ValueError(f"contrastive search scores top_k={call.settings.top_k} candidates, but the vocabulary has "
