@@ -369,8 +369,24 @@ def built_in_classes() -> set:
 def test_every_built_in_processor_is_checked_here():
     checked = set(UNDECLARED) | set(POSITIONAL) | {"XTCLogitsWarper", "MirostatV2LogitsWarper",
                                                    "UnbatchedClassifierFreeGuidanceLogitsProcessor",
-                                                   "SynthIDTextWatermarkLogitsProcessor"}
+                                                   "SynthIDTextWatermarkLogitsProcessor",
+                                                   "HammingDiversityLogitsProcessor"}
     assert built_in_classes() <= checked, built_in_classes() - checked
+
+
+def test_the_diversity_penalty_declares_nothing_the_group_loop_drives_it():
+    """Group beam search tells it the group and the earlier groups' tokens before each group (set_group); no
+    runner declaration applies, and outside that loop it refuses to run rather than penalise nothing."""
+    from decoding.processors.diversity import HammingDiversityLogitsProcessor
+
+    processor = HammingDiversityLogitsProcessor(1.5, num_beams=4, num_beam_groups=2)
+    assert not any(declared(processor).values())
+    with pytest.raises(RuntimeError, match="set_group"):
+        processor(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 6))
+    processor.set_group(1, torch.tensor([2, 5, 0, 0]))
+    out = processor(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 6))
+    assert out[2:, 2].tolist() == [-1.5, -1.5] and out[2:, 5].tolist() == [-1.5, -1.5]
+    assert out[:2].abs().sum() == 0 and out[2:].abs().sum() == 4 * 1.5
 
 
 def test_undeclared_ones_declare_nothing_and_positional_ones_only_that():
