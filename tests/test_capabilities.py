@@ -369,8 +369,16 @@ def built_in_classes() -> set:
 def test_every_built_in_processor_is_checked_here():
     checked = set(UNDECLARED) | set(POSITIONAL) | {"XTCLogitsWarper", "MirostatV2LogitsWarper",
                                                    "UnbatchedClassifierFreeGuidanceLogitsProcessor",
-                                                   "SynthIDTextWatermarkLogitsProcessor"}
+                                                   "SynthIDTextWatermarkLogitsProcessor",
+                                                   "HammingDiversityLogitsProcessor"}
     assert built_in_classes() <= checked, built_in_classes() - checked
+
+
+def test_the_diversity_penalty_declares_nothing():
+    """Its state (the group, this step's earlier tokens) is set by the group loop before each call
+    (set_group; tests/test_diverse_beam_search.py), never through accept / reorder."""
+    processor = decoding.processors.HammingDiversityLogitsProcessor(1.0, 4, 2)
+    assert not any(declared(processor).values())
 
 
 def test_undeclared_ones_declare_nothing_and_positional_ones_only_that():
