@@ -29,7 +29,7 @@ has the formula and the deliberate differences. Rows ``b * N + j``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -118,8 +118,12 @@ def finish_or_keep(top: list[tuple[float, int, int]], ids: torch.LongTensor, his
 
 def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                             criteria: StoppingCriteriaList, config: ConstrainedConfig,
-                            outputs: Optional[StepOutputs] = None) -> Packed:
+                            outputs: Optional[StepOutputs] = None,
+                            on_step: Optional[Callable[[torch.LongTensor], None]] = None) -> Packed:
     """Run constrained beam search to the end; returns the packed hypotheses (see the module docstring).
+
+    ``on_step`` is called with the running sequences ``[B * N, length]`` after every step (what
+    ``GenerationInterrupted.partial`` holds if a later step fails).
 
     Raises:
         ConstraintsNotMet: a prompt has fewer than ``num_return_sequences`` hypotheses that meet every constraint.
@@ -162,6 +166,8 @@ def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, p
         running = torch.tensor(new_scores, dtype=torch.float32)
         history = [history[p] + (p,) for p in new_parents]
         runner.reorder(parents_t)
+        if on_step is not None:
+            on_step(ids)
         if all(p.done for p in finished) or bool(
                 criteria(ids, outputs.scores_so_far() if outputs is not None else None).all()):
             break

@@ -140,7 +140,8 @@ def choose_in_group(scores: torch.FloatTensor, running: torch.FloatTensor, ids: 
 
 def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                       criteria: StoppingCriteriaList, config: GroupConfig, outputs: Optional[StepOutputs] = None,
-                      observers: Sequence[Callable[[GroupStep], None]] = ()) -> GroupResult:
+                      observers: Sequence[Callable[[GroupStep], None]] = (),
+                      on_step: Optional[Callable[[torch.LongTensor], None]] = None) -> GroupResult:
     """Run diverse beam search to the end.
 
     Args:
@@ -152,6 +153,8 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
         criteria: run on every row after each step; the search stops when all of them hold.
         config: the knobs. outputs: collects scores / logits per step when asked for.
         observers: called with a :class:`GroupStep` after each group's choice.
+        on_step: called with the running sequences ``[B * N, length]`` after every step (what
+            ``GenerationInterrupted.partial`` holds if a later step fails).
     """
     processors.reset()
     diversity = [p for p in processors if isinstance(p, HammingDiversityLogitsProcessor)]
@@ -187,6 +190,8 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
         ids = torch.cat([ids[parents], tokens[:, None]], dim=-1)                # the new running beams
         running, history = new_running, [history[p] + (p,) for p in parents.tolist()]
         runner.reorder(parents)
+        if on_step is not None:
+            on_step(ids)
         all_done = all(places.done for prompt in finished for places in prompt)
         if all_done or bool(criteria(ids, outputs.scores_so_far() if outputs is not None else None).all()):
             break
