@@ -160,10 +160,11 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
     diversity = [p for p in processors if isinstance(p, HammingDiversityLogitsProcessor)]
     rows_count, prompt_length = prompt_ids.shape
     batch, n, pad = rows_count // config.num_beams, config.group_size, int(config.pad_token_id)
-    groups = [group_rows(g, batch, config) for g in range(config.num_beam_groups)]
+    device = prompt_ids.device
+    groups = [group_rows(g, batch, config).to(device) for g in range(config.num_beam_groups)]
     finished = [[FinishedList(n, config.length_penalty, config.early_stopping, config.max_length, prompt_length)
                  for _ in groups] for _ in range(batch)]
-    running = torch.full((batch, config.num_beams), -1e9)
+    running = torch.full((batch, config.num_beams), -1e9, device=device)
     running[:, ::n] = 0.0                   # one live beam per group at first, or a group would pick one token n times
     running, ids, history = running.view(-1), prompt_ids, [()] * rows_count
 
@@ -171,17 +172,18 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
     while True:
         log_probs = torch.log_softmax(logits, dim=-1)
         processed = torch.zeros_like(log_probs)
-        tokens = torch.zeros(rows_count, dtype=torch.long)
-        parents = torch.zeros(rows_count, dtype=torch.long)
-        new_running = torch.zeros(rows_count)
+        tokens = torch.zeros(rows_count, dtype=torch.long, device=device)
+        parents = torch.zeros(rows_count, dtype=torch.long, device=device)
+        new_running = torch.zeros(rows_count, device=device)
         for g, rows in enumerate(groups):                                   # the groups choose in turn
             for processor in diversity:
                 processor.set_group(g, tokens)
             processed[rows] = processors(ids, log_probs)[rows]
             chosen = choose_in_group(processed[rows], running[rows], ids, rows, history,
                                      [places[g] for places in finished], config, pad)
-            tokens[rows], parents[rows] = torch.tensor(chosen[0]), torch.tensor(chosen[1])
-            new_running[rows] = torch.tensor(chosen[2], dtype=torch.float32)
+            tokens[rows] = torch.tensor(chosen[0], device=device)
+            parents[rows] = torch.tensor(chosen[1], device=device)
+            new_running[rows] = torch.tensor(chosen[2], dtype=torch.float32, device=device)
             for observe in observers:
                 observe(GroupStep(ids.shape[1] - prompt_length, g, chosen[3], [p[g].done for p in finished]))
         if outputs is not None:
