@@ -36,6 +36,7 @@ def model():
     (dict(force_words_ids=[[9, -1]], num_beams=2), ValueError, r"force_words_ids.*\[9, -1\]"),
     (dict(force_words_ids=[[[9], [9, 10]]], num_beams=2), ValueError, r"prefix of another"),
     (dict(constraints=[[9]], num_beams=2), ValueError, r"constraints.*PhrasalConstraint.*force_words_ids"),
+    (dict(constraints=[], num_beams=2), ValueError, r"constraints.*non-empty list"),
     (dict(force_words_ids=[[9]], num_beams=2, output_beam_tree=True, return_dict_in_generate=True),
      NotImplementedError, r"tree"),
     (dict(force_words_ids=[[9]], num_beams=2, streamer=decoding.BeamStreamer()), NotImplementedError,
