@@ -219,17 +219,36 @@ def constraints_from_words(value: Any, name: str = "force_words_ids") -> list[Co
     return constraints
 
 
+def as_constraint(value: Any) -> Constraint:
+    """Ours as it is; transformers' ``PhrasalConstraint`` / ``DisjunctiveConstraint`` (4.55 and before) as ours,
+    from their ``token_ids``. Anything else is a ``ValueError``."""
+    if isinstance(value, (PhrasalConstraint, DisjunctiveConstraint)):
+        return value
+    kind = type(value).__name__ if type(value).__module__.startswith("transformers.") else None
+    if kind == "PhrasalConstraint":
+        return PhrasalConstraint(value.token_ids)
+    if kind == "DisjunctiveConstraint":
+        return DisjunctiveConstraint(value.token_ids)
+    raise ValueError(f"{value!r} is not a decoding.PhrasalConstraint / decoding.DisjunctiveConstraint (or "
+                     "transformers' classes of those names); for plain token ids use force_words_ids=[[ids...], ...].")
+
+
 def check_constraints(name: str, value: Any) -> None:
-    """``constraints``: a list of :class:`PhrasalConstraint` / :class:`DisjunctiveConstraint`."""
-    if not isinstance(value, (list, tuple)) or not all(
-            isinstance(c, (PhrasalConstraint, DisjunctiveConstraint)) for c in value):
-        raise ValueError(f"`{name}` must be a list of decoding.PhrasalConstraint / decoding.DisjunctiveConstraint, "
-                         f"but is {value!r}; for plain token ids use force_words_ids=[[ids...], ...].")
+    """``constraints``: a non-empty list of :class:`PhrasalConstraint` / :class:`DisjunctiveConstraint`."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"`{name}` must be a non-empty list of decoding.PhrasalConstraint / "
+                         f"decoding.DisjunctiveConstraint, but is {value!r}.")
+    for item in value:
+        try:
+            as_constraint(item)
+        except ValueError as error:
+            raise ValueError(f"`{name}`: {error}") from None
 
 
-def call_constraints(constraints: Optional[Sequence[Constraint]], force_words_ids: Any) -> list[Constraint]:
-    """A call's constraints: ``constraints`` first, then those of ``force_words_ids`` (the reference's order)."""
-    found = list(constraints or [])
+def call_constraints(constraints: Optional[Sequence[Any]], force_words_ids: Any) -> list[Constraint]:
+    """A call's constraints: ``constraints`` first (transformers' classes converted), then those of
+    ``force_words_ids`` (the reference's order)."""
+    found = [as_constraint(c) for c in constraints or []]
     if force_words_ids is not None:
         found += constraints_from_words(force_words_ids)
     return found

@@ -10,7 +10,7 @@ import decoding
 
 
 def test_the_top_level_is_small_and_every_name_resolves():
-    assert len(decoding.__all__) <= 30
+    assert len(decoding.__all__) <= 32   # 30, plus PhrasalConstraint / DisjunctiveConstraint (constrained beam search)
     assert len(set(decoding.__all__)) == len(decoding.__all__)
     for name in decoding.__all__:
         assert getattr(decoding, name) is not None

@@ -36,6 +36,7 @@ def model():
     (dict(force_words_ids=[[9, -1]], num_beams=2), ValueError, r"force_words_ids.*\[9, -1\]"),
     (dict(force_words_ids=[[[9], [9, 10]]], num_beams=2), ValueError, r"prefix of another"),
     (dict(constraints=[[9]], num_beams=2), ValueError, r"constraints.*PhrasalConstraint.*force_words_ids"),
+    (dict(constraints=[], num_beams=2), ValueError, r"constraints.*non-empty list"),
     (dict(force_words_ids=[[9]], num_beams=2, output_beam_tree=True, return_dict_in_generate=True),
      NotImplementedError, r"tree"),
     (dict(force_words_ids=[[9]], num_beams=2, streamer=decoding.BeamStreamer()), NotImplementedError,
@@ -159,3 +160,23 @@ def test_a_plain_streamer_gets_the_best_sequence(model):
                             pad_token_id=PAD, force_words_ids=[[30]], streamer=streamer)
     assert torch.equal(streamer.puts[0], ids) and streamer.ends == 1
     assert torch.equal(torch.stack(streamer.puts[1:], dim=1), out[:, ids.shape[1]:])
+
+
+def test_a_failure_mid_search_keeps_the_running_beams(model):
+    class FailsAtStep3:
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, input_ids, scores):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("boom")
+            return scores
+
+    ids, mask = prompts(2, 1)
+    for kwargs in (dict(force_words_ids=[[30]]), dict(num_beam_groups=2, diversity_penalty=1.0)):
+        with pytest.raises(decoding.GenerationInterrupted) as info:
+            decoding.generate(model, ids, attention_mask=mask, num_beams=4, max_new_tokens=6, pad_token_id=PAD,
+                              logits_processor=[FailsAtStep3()], **kwargs)
+        assert info.value.partial.shape[0] == 8 and info.value.partial.shape[1] > ids.shape[1]
+        assert isinstance(info.value.__cause__, RuntimeError)

@@ -66,9 +66,10 @@ def test_constrained_beam_search_matches_4_55_where_it_meets_the_constraints(
                   num_return_sequences=min(nrs, num_beams), length_penalty=length_penalty,
                   early_stopping=early_stopping, eos_token_id=eos_id, return_dict_in_generate=True,
                   output_scores=True, output_logits=True)
-    if as_objects:
+    if as_objects:    # ours, or the very objects 4.55.4 was given (converted)
         reference, crashed = reference_generate(model, ids, constraints=as_reference(words), **kwargs)
-        ours_kwargs = dict(constraints=call_constraints(None, words), **kwargs)
+        given_objects = call_constraints(None, words) if seed % 2 else as_reference(words)
+        ours_kwargs = dict(constraints=given_objects, **kwargs)
     else:
         reference, crashed = reference_generate(model, ids, force_words_ids=words, **kwargs)
         ours_kwargs = dict(force_words_ids=words, **kwargs)

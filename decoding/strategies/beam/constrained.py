@@ -29,7 +29,7 @@ has the formula and the deliberate differences. Rows ``b * N + j``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -87,14 +87,14 @@ def allot(ids: torch.LongTensor, totals: torch.FloatTensor, prompt: int, picked:
             parents.append(row)
     if len(sequences) == len(picked):
         return picked
-    all_scores, all_banks = torch.stack(scores), torch.tensor(banks)
+    all_scores, all_banks = torch.stack(scores), torch.tensor(banks, device=totals.device)
     order = (all_banks * 100 + all_scores).sort(descending=True).indices             # bank first, then score
     turn, counter, previous = [], -1, None                     # round-robin: the i-th of each bank takes turn i
     for bank in all_banks[order].tolist():
         counter = counter + 1 if bank == previous else 0
         previous = bank
         turn.append(counter)
-    order = order[torch.sort(torch.tensor(turn), stable=True).indices][:num_beams].tolist()
+    order = order[torch.sort(torch.tensor(turn, device=order.device), stable=True).indices][:num_beams].tolist()
     return [(float(all_scores[i]), tokens[i], parents[i]) for i in order]
 
 
@@ -118,8 +118,12 @@ def finish_or_keep(top: list[tuple[float, int, int]], ids: torch.LongTensor, his
 
 def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                             criteria: StoppingCriteriaList, config: ConstrainedConfig,
-                            outputs: Optional[StepOutputs] = None) -> Packed:
+                            outputs: Optional[StepOutputs] = None,
+                            on_step: Optional[Callable[[torch.LongTensor], None]] = None) -> Packed:
     """Run constrained beam search to the end; returns the packed hypotheses (see the module docstring).
+
+    ``on_step`` is called with the running sequences ``[B * N, length]`` after every step (what
+    ``GenerationInterrupted.partial`` holds if a later step fails).
 
     Raises:
         ConstraintsNotMet: a prompt has fewer than ``num_return_sequences`` hypotheses that meet every constraint.
@@ -130,7 +134,8 @@ def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, p
     batch = rows_count // beams
     finished = [FinishedList(beams, config.length_penalty, config.early_stopping, config.max_length, prompt_length)
                 for _ in range(batch)]
-    running = torch.full((batch, beams), -1e9)
+    device = prompt_ids.device
+    running = torch.full((batch, beams), -1e9, device=device)
     running[:, 0] = 0.0
     running, ids, history = running.view(-1), prompt_ids, [()] * rows_count
 
@@ -157,11 +162,13 @@ def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, p
             places.done = places.done or places.can_stop(top_list[b][0], length + 1)
 
         new_scores, new_tokens, new_parents = zip(*chosen)
-        tokens_t, parents_t = torch.tensor(new_tokens), torch.tensor(new_parents)
+        tokens_t, parents_t = torch.tensor(new_tokens, device=device), torch.tensor(new_parents, device=device)
         ids = torch.cat([ids[parents_t], tokens_t[:, None]], dim=-1)
-        running = torch.tensor(new_scores, dtype=torch.float32)
+        running = torch.tensor(new_scores, dtype=torch.float32, device=device)
         history = [history[p] + (p,) for p in new_parents]
         runner.reorder(parents_t)
+        if on_step is not None:
+            on_step(ids)
         if all(p.done for p in finished) or bool(
                 criteria(ids, outputs.scores_so_far() if outputs is not None else None).all()):
             break

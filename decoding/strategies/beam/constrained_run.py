@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ...constraints import call_constraints
+from ...constraints import ConstraintsNotMet, call_constraints
 from ...outputs import BeamGenerateOutput
 from ...versions import CACHE_KEYWORD
 from ..call import PreparedCall
@@ -44,7 +44,14 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
                           call.wants("hidden_states"))
     if streamer is not None:
         streamer.put(call.input_ids[::config.num_beams].cpu())            # the prompt, one row per prompt
-    packed = constrained_beam_search(runner, call.input_ids, call.processors, call.criteria, config, outputs)
+    running = [call.input_ids]
+    call.keep_partial(lambda: running[0])                       # the running beams [B * N, length], on failure
+    try:
+        packed = constrained_beam_search(runner, call.input_ids, call.processors, call.criteria, config, outputs,
+                                         on_step=lambda ids: running.__setitem__(0, ids))
+    except ConstraintsNotMet:
+        call.keep_partial(lambda: None)          # the search ended: not an interruption, no partial result
+        raise
     if streamer is not None:
         stream_best(streamer, packed.sequences, packed.beam_indices, call.prompt_length,
                     config.num_return_sequences)

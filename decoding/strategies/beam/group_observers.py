@@ -7,7 +7,8 @@ meanings) plus ``group``; its nodes are the K candidates of each group at each s
 - running, ``"kept"``: one of the group's n running beams after the step (``"running when the search
   stopped"`` at the end);
 - finished, ``"eos"``: it ended on eos among the group's first n candidates and is one of the
-  finished hypotheses at the end;
+  finished hypotheses at the end; ``"max_length"`` (or ``"stopping criterion"``): it was running when the
+  search stopped and is one of its group's finished hypotheses;
 - pruned: ``"finished outside the first num_beams candidates"`` (eos ranked past n), ``"outranked"``
   (the group had n running beams already), ``"worse than the finished hypotheses"`` (finished, or
   running at the end, but not among its group's n best).
@@ -76,7 +77,9 @@ class GroupTree:
                 if result.finished[b][slot // n].done:
                     node["reason"] = STILL_RUNNING
                 elif key in kept:
-                    node.update(status="finished", reason="max_length", hypothesis=kept[key])
+                    at_limit = self.prompt_length + len(key[2]) >= self.config.max_length
+                    node.update(status="finished", reason="max_length" if at_limit else "stopping criterion",
+                                hypothesis=kept[key])
                 else:
                     node.update(status="pruned", reason=WORSE)
         nrs = self.config.num_return_sequences

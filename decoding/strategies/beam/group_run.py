@@ -52,7 +52,10 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
     elif streamer is not None:
         streamer.put(call.input_ids[::config.num_beams].cpu())            # the prompt, one row per prompt
 
-    result = group_beam_search(runner, call.input_ids, call.processors, call.criteria, config, outputs, observers)
+    running = [call.input_ids]
+    call.keep_partial(lambda: running[0])                       # the running beams [B * N, length], on failure
+    result = group_beam_search(runner, call.input_ids, call.processors, call.criteria, config, outputs, observers,
+                               on_step=lambda ids: running.__setitem__(0, ids))
     packed = result.packed
     if is_beam_streamer(streamer):
         streamer.on_finish(packed.sequences, packed.scores)

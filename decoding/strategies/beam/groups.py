@@ -140,7 +140,8 @@ def choose_in_group(scores: torch.FloatTensor, running: torch.FloatTensor, ids: 
 
 def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                       criteria: StoppingCriteriaList, config: GroupConfig, outputs: Optional[StepOutputs] = None,
-                      observers: Sequence[Callable[[GroupStep], None]] = ()) -> GroupResult:
+                      observers: Sequence[Callable[[GroupStep], None]] = (),
+                      on_step: Optional[Callable[[torch.LongTensor], None]] = None) -> GroupResult:
     """Run diverse beam search to the end.
 
     Args:
@@ -152,15 +153,18 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
         criteria: run on every row after each step; the search stops when all of them hold.
         config: the knobs. outputs: collects scores / logits per step when asked for.
         observers: called with a :class:`GroupStep` after each group's choice.
+        on_step: called with the running sequences ``[B * N, length]`` after every step (what
+            ``GenerationInterrupted.partial`` holds if a later step fails).
     """
     processors.reset()
     diversity = [p for p in processors if isinstance(p, HammingDiversityLogitsProcessor)]
     rows_count, prompt_length = prompt_ids.shape
     batch, n, pad = rows_count // config.num_beams, config.group_size, int(config.pad_token_id)
-    groups = [group_rows(g, batch, config) for g in range(config.num_beam_groups)]
+    device = prompt_ids.device
+    groups = [group_rows(g, batch, config).to(device) for g in range(config.num_beam_groups)]
     finished = [[FinishedList(n, config.length_penalty, config.early_stopping, config.max_length, prompt_length)
                  for _ in groups] for _ in range(batch)]
-    running = torch.full((batch, config.num_beams), -1e9)
+    running = torch.full((batch, config.num_beams), -1e9, device=device)
     running[:, ::n] = 0.0                   # one live beam per group at first, or a group would pick one token n times
     running, ids, history = running.view(-1), prompt_ids, [()] * rows_count
 
@@ -168,17 +172,18 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
     while True:
         log_probs = torch.log_softmax(logits, dim=-1)
         processed = torch.zeros_like(log_probs)
-        tokens = torch.zeros(rows_count, dtype=torch.long)
-        parents = torch.zeros(rows_count, dtype=torch.long)
-        new_running = torch.zeros(rows_count)
+        tokens = torch.zeros(rows_count, dtype=torch.long, device=device)
+        parents = torch.zeros(rows_count, dtype=torch.long, device=device)
+        new_running = torch.zeros(rows_count, device=device)
         for g, rows in enumerate(groups):                                   # the groups choose in turn
             for processor in diversity:
                 processor.set_group(g, tokens)
             processed[rows] = processors(ids, log_probs)[rows]
             chosen = choose_in_group(processed[rows], running[rows], ids, rows, history,
                                      [places[g] for places in finished], config, pad)
-            tokens[rows], parents[rows] = torch.tensor(chosen[0]), torch.tensor(chosen[1])
-            new_running[rows] = torch.tensor(chosen[2], dtype=torch.float32)
+            tokens[rows] = torch.tensor(chosen[0], device=device)
+            parents[rows] = torch.tensor(chosen[1], device=device)
+            new_running[rows] = torch.tensor(chosen[2], dtype=torch.float32, device=device)
             for observe in observers:
                 observe(GroupStep(ids.shape[1] - prompt_length, g, chosen[3], [p[g].done for p in finished]))
         if outputs is not None:
@@ -187,6 +192,8 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
         ids = torch.cat([ids[parents], tokens[:, None]], dim=-1)                # the new running beams
         running, history = new_running, [history[p] + (p,) for p in parents.tolist()]
         runner.reorder(parents)
+        if on_step is not None:
+            on_step(ids)
         all_done = all(places.done for prompt in finished for places in prompt)
         if all_done or bool(criteria(ids, outputs.scores_so_far() if outputs is not None else None).all()):
             break

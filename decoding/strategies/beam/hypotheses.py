@@ -115,13 +115,13 @@ def pack(pools: list[list[Hypothesis]], num_return_sequences: int, max_length: i
     width = min(max(lengths) + 1, max_length)
     sequences = chosen[0].ids.new_full((len(chosen), width), pad if pad is not None else 0)
     with_indices = chosen[0].beam_indices is not None
-    beam_indices = torch.full((len(chosen), width - prompt_length), -1, dtype=torch.long)
+    beam_indices = torch.full((len(chosen), width - prompt_length), -1, dtype=torch.long, device=sequences.device)
     for row, (hypothesis, length) in enumerate(zip(chosen, lengths)):
         sequences[row, :length] = hypothesis.ids
         if length < width:
             sequences[row, length] = eos
         if with_indices:
             steps = hypothesis.beam_indices[:width - prompt_length]
-            beam_indices[row, :len(steps)] = torch.tensor(steps, dtype=torch.long)
-    scores = torch.tensor([h.score for h in chosen], dtype=torch.float32)
+            beam_indices[row, :len(steps)] = torch.tensor(steps, dtype=torch.long, device=sequences.device)
+    scores = torch.tensor([h.score for h in chosen], dtype=torch.float32, device=sequences.device)
     return Packed(sequences, scores, beam_indices if with_indices else None, chosen)
