@@ -284,12 +284,18 @@ def test_compile_config_stays_refused_with_a_pointer_to_the_plan():
                           compile_config=transformers.CompileConfig())
 
 
-def test_speculation_refuses_a_static_cache_as_the_reference_does():
+def test_speculation_refuses_a_static_cache():
+    """As the reference before 5.24 (5.24 runs it: a deliberate difference there)."""
+    from packaging.version import Version
+
+    from decoding.versions import INSTALLED
+
     model = tiny_model("llama")
     ids = prompts(1, 0)[0]
-    with pytest.raises(ValueError, match="Static cache"):
-        model.generate(ids, max_new_tokens=2, cache_implementation="static", prompt_lookup_num_tokens=2,
-                       pad_token_id=PAD)
+    if INSTALLED < Version("5.24"):
+        with pytest.raises(ValueError, match="Static cache"):
+                model.generate(ids, max_new_tokens=2, cache_implementation="static", prompt_lookup_num_tokens=2,
+                           pad_token_id=PAD)
     with pytest.raises(ValueError, match="static cache"):
         decoding.generate(model, ids, max_new_tokens=2, cache_implementation="static", prompt_lookup_num_tokens=2)
 

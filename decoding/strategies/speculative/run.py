@@ -26,8 +26,8 @@ def check(call: PreparedCall) -> None:
             f"{given} with speculative decoding: decoding passes model inputs to the target only, with prompt lookup "
             "(prompt_lookup_num_tokens) and without caller-given position_ids; drop them, or the speculation.")
     if is_static(call.cache):
-        raise ValueError("speculative decoding cannot run on a static cache (model.generate refuses it too: its "
-                         "drafts are cropped away); leave cache_implementation unset.")
+        raise ValueError("speculative decoding does not run on a static cache here (model.generate refuses it "
+                         "too before transformers 5.24); leave cache_implementation unset.")
     if call.cache is not None:
         raise NotImplementedError(
             "speculative decoding does not continue a cache passed as past_key_values or built from "
