@@ -43,6 +43,20 @@ def is_offloaded(implementation: Optional[str]) -> bool:
     return implementation is not None and implementation.startswith("offloaded")
 
 
+def take_cache(past_key_values: Any, kwargs: dict[str, Any]) -> Any:
+    """The cache to continue, given as ``past_key_values=`` or as ``cache=`` (transformers 5.24's name for
+    it; either name works with every release). Pops ``cache`` from ``kwargs``.
+
+    Raises:
+        ValueError: both names were given a cache.
+    """
+    cache = kwargs.pop("cache", None)
+    if cache is not None and past_key_values is not None:
+        raise ValueError("cache= and past_key_values= were both given; they are two names of one argument (the "
+                         "cache to continue): pass one.")
+    return past_key_values if cache is None else cache
+
+
 def normalized(implementation: Optional[str]) -> Optional[str]:
     """The name as the reference uses it: ``"hybrid"`` (the old default of sliding-window checkpoints,
     which the reference unsets) is None; every other name is itself."""

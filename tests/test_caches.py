@@ -120,6 +120,18 @@ def test_the_cache_of_the_previous_call_chains_over_several_turns():
         sequence = torch.cat([out.sequences, torch.tensor([[7 + turn, 9]])], dim=1)
 
 
+def test_cache_is_another_name_for_past_key_values():
+    """transformers 5.24 renamed the keyword to ``cache``; either name works here, with every release."""
+    model = tiny_model("llama")
+    first, whole, whole_mask, _ = a_first_turn(model, 1, 4)
+    by_old = decoding.generate(model, whole, past_key_values=copy.deepcopy(first.past_key_values), max_new_tokens=4)
+    by_new = decoding.generate(model, whole, cache=copy.deepcopy(first.past_key_values), max_new_tokens=4)
+    assert torch.equal(by_old, by_new) and torch.equal(by_old, model.generate(whole, max_new_tokens=4,
+                                                                              pad_token_id=PAD))
+    with pytest.raises(ValueError, match="two names of one argument"):
+        decoding.generate(model, whole, cache=first.past_key_values, past_key_values=first.past_key_values)
+
+
 def test_continuation_refusals_say_what_to_pass():
     model = tiny_model("llama")
     first, whole, whole_mask, new = a_first_turn(model, 2, 3)
