@@ -31,8 +31,8 @@ def check(call: PreparedCall) -> None:
     if call.cache is not None:
         raise NotImplementedError(
             "speculative decoding does not continue a cache passed as past_key_values or built from "
-            "cache_implementation yet; pass the whole sequence without past_key_values (same tokens), or decode "
-            "without speculation.")
+            "cache_implementation (model.generate runs it, but feeds the whole sequence again on top of the cache: "
+            "wrong logits); pass the whole sequence without past_key_values, or decode without speculation.")
 
 
 def run(call: PreparedCall) -> GenerateOutput:
