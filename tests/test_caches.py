@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 import transformers
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import decoding
@@ -63,7 +63,6 @@ def a_first_turn(model, batch, seed, new=4):
 
 # --- continuing from a cache ---------------------------------------------------------------------------------------
 
-@settings(max_examples=40)
 @given(arch=st.sampled_from(ARCHS), batch=st.integers(1, 3), seed=st.integers(0, 10_000),
        given_as=st.sampled_from(["whole", "new tokens", "whole without mask"]), do_sample=st.booleans(),
        steps=st.integers(1, 8))
@@ -160,7 +159,6 @@ def test_continuation_refusals_say_what_to_pass():
 
 # --- cache_implementation ------------------------------------------------------------------------------------------
 
-@settings(max_examples=30)
 @given(arch=st.sampled_from(ARCHS), batch=st.integers(1, 3), seed=st.integers(0, 10_000),
        strategy=st.sampled_from([{}, {"do_sample": True}, {"num_beams": 2}, {"num_beams": 2, "do_sample": True},
                                  {"do_sample": True, "num_return_sequences": 2}]),
@@ -353,6 +351,22 @@ def test_an_edited_history_reuses_only_the_shared_prefix(builtin):
     answer = decoding.chat(model, tokenizer, other, chat_cache=chat_cache, max_new_tokens=8)
     assert answer == decoding.chat(model, tokenizer, other, max_new_tokens=8) != first
     assert 0 < chat_cache.reused < decoding.conversation.chat_prompt(tokenizer, other).input_ids.shape[1]
+
+
+def test_a_chat_cache_that_cannot_be_cropped_there_runs_the_turn_from_scratch():
+    """A sliding-window layer past its window cannot go back before it: the turn runs without the cache."""
+    from types import SimpleNamespace
+
+    model = tiny_model("mistral")                       # sliding_window=8
+    ids = torch.randint(3, 500, (1, 14), generator=torch.Generator().manual_seed(3))
+    out = decoding.generate(model, ids, max_new_tokens=2, pad_token_id=PAD, return_dict_in_generate=True)
+    chat_cache = decoding.ChatCache()
+    chat_cache.keep(out)
+    edited = torch.cat([ids[:, :4], torch.tensor([[9, 9, 9]])], dim=1)   # shares 4 tokens only
+    assert chat_cache.take(edited) is None and chat_cache.reused == 0 and chat_cache.cache is None
+    chat_cache.keep(SimpleNamespace(sequences=out.sequences, past_key_values=copy.deepcopy(out.past_key_values)))
+    longer = torch.cat([out.sequences, torch.tensor([[9, 9]])], dim=1)   # everything shared: nothing to crop
+    assert chat_cache.take(longer) is not None and chat_cache.reused == out.sequences.shape[1] - 1
 
 
 def test_chat_with_beams_runs_from_scratch_and_empties_the_chat_cache(builtin):
