@@ -396,3 +396,13 @@ def test_cli_chat_reuses_the_cache_and_reset_clears_it(builtin_dir, monkeypatch,
     assert len(timings) == 3
     assert "reused from the previous turn's cache" in timings[1]
     assert "reused" not in timings[0] and "reused" not in timings[2]   # the first turn, and after /reset
+
+
+def test_cli_generate_on_a_static_cache_compares_identical(builtin_dir, capsys):
+    from decoding import cli
+
+    status = cli.main(["generate", TURNS[0], "--model", str(builtin_dir), "--cache-implementation", "static",
+                       "--max-new-tokens", "6", "--compare"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert out.out.strip().splitlines()[-1].startswith("compare with model.generate (seed 0): identical")
