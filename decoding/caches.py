@@ -116,11 +116,19 @@ def check_cache_request(implementation: Optional[str], cache_config: Any, user_c
             raise ValueError(f"cache_config['backend'] must be one of {tuple(QUANTIZED_BACKENDS)} for the quantized "
                              f"cache, but is {backend!r}.")
         needs = QUANTIZED_BACKENDS[backend]
-        if needs is not None and importlib.util.find_spec(needs[0].split(".")[0]) is None:
+        if needs is not None and not _installed(needs[0]):
             raise NotImplementedError(
                 f"cache_implementation='quantized' with the {backend!r} backend needs the {needs[1]!r} package, "
                 f"which is not installed: `pip install {needs[1]}`, or pass cache_config={{'backend': 'fp8'}} "
                 "(8-bit floats, torch alone).")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` (dotted, such as ``optimum.quanto``) can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:      # its parent package is missing
+        return False
 
 
 def static_cache_length(model: Any, max_length: int, max_cache_len: Optional[int]) -> int:
