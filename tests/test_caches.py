@@ -266,12 +266,17 @@ def test_the_fp8_quantized_cache_matches_the_reference():
 
 @pytest.mark.parametrize("backend, package", [("quanto", "optimum-quanto"), ("hqq", "hqq")])
 def test_a_quantized_backend_that_is_not_installed_is_refused_with_the_install_line(backend, package):
-    if caches._installed(caches.QUANTIZED_BACKENDS[backend][0]):
-        pytest.skip(f"{package} is installed here")   # the refusal is for machines without it
     model = tiny_model("llama")
+    ids, mask = prompts(2, 1)
+    config = {"backend": backend}
+    if caches._installed(caches.QUANTIZED_BACKENDS[backend][0]):   # installed here: it runs, as the reference
+        reference, ours = run_both(model, ids, 0, attention_mask=mask, max_new_tokens=4,
+                                   cache_implementation="quantized", cache_config=config)
+        assert_bit_equal(reference, ours)
+        return
     with pytest.raises(NotImplementedError, match=f"pip install {package}"):
-        decoding.generate(model, prompts(1, 0)[0], max_new_tokens=2, cache_implementation="quantized",
-                          cache_config={"backend": backend})
+        decoding.generate(model, ids, attention_mask=mask, max_new_tokens=2, cache_implementation="quantized",
+                          cache_config=config)
 
 
 @pytest.mark.parametrize("name, error, says", [
