@@ -43,6 +43,20 @@ def is_offloaded(implementation: Optional[str]) -> bool:
     return implementation is not None and implementation.startswith("offloaded")
 
 
+def take_cache(past_key_values: Any, kwargs: dict[str, Any]) -> Any:
+    """The cache to continue, given as ``past_key_values=`` or as ``cache=`` (transformers 5.24's name for
+    it; either name works with every release). Pops ``cache`` from ``kwargs``.
+
+    Raises:
+        ValueError: both names were given a cache.
+    """
+    cache = kwargs.pop("cache", None)
+    if cache is not None and past_key_values is not None:
+        raise ValueError("cache= and past_key_values= were both given; they are two names of one argument (the "
+                         "cache to continue): pass one.")
+    return past_key_values if cache is None else cache
+
+
 def normalized(implementation: Optional[str]) -> Optional[str]:
     """The name as the reference uses it: ``"hybrid"`` (the old default of sliding-window checkpoints,
     which the reference unsets) is None; every other name is itself."""
@@ -102,11 +116,19 @@ def check_cache_request(implementation: Optional[str], cache_config: Any, user_c
             raise ValueError(f"cache_config['backend'] must be one of {tuple(QUANTIZED_BACKENDS)} for the quantized "
                              f"cache, but is {backend!r}.")
         needs = QUANTIZED_BACKENDS[backend]
-        if needs is not None and importlib.util.find_spec(needs[0].split(".")[0]) is None:
+        if needs is not None and not _installed(needs[0]):
             raise NotImplementedError(
                 f"cache_implementation='quantized' with the {backend!r} backend needs the {needs[1]!r} package, "
                 f"which is not installed: `pip install {needs[1]}`, or pass cache_config={{'backend': 'fp8'}} "
                 "(8-bit floats, torch alone).")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` (dotted, such as ``optimum.quanto``) can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:      # its parent package is missing
+        return False
 
 
 def static_cache_length(model: Any, max_length: int, max_cache_len: Optional[int]) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from .caches import build_cache, check_cache_request, check_continuation, normalized, past_length
+from .caches import build_cache, check_cache_request, check_continuation, normalized, past_length, take_cache
 from .config import resolve_settings
 from .insight.trace import Tracer
 from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens, take_inputs
@@ -144,6 +144,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
             ``position_ids``, ``logits_to_keep``, ...), passed as the reference passes them (:mod:`decoding.model_kwargs`).
     """
     input_ids = take_inputs(input_ids, kwargs)
+    past_key_values = take_cache(past_key_values, kwargs)
     model_kwargs = ModelKwargs(split_model_kwargs(model, kwargs, known=set(KNOBS) | set(REFUSED)))
     given = {name for name, value in kwargs.items() if value is not None}
     settings = resolve_settings(model, generation_config, kwargs)

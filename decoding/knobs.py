@@ -212,6 +212,7 @@ _CACHE_KNOBS = (
          "different lengths)", type=int, check=integer("must be an integer >= 1", 1)),
     Knob("past_key_values", CALL, "a cache to continue (a previous call's out.past_key_values, a DynamicCache): "
          "pass the whole sequence, or the new tokens with the whole sequence's attention_mask", flag=False),
+    Knob("cache", CALL, "transformers 5.24's name for past_key_values (either name works)", flag=False),
 )
 
 

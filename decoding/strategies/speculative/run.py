@@ -26,13 +26,13 @@ def check(call: PreparedCall) -> None:
             f"{given} with speculative decoding: decoding passes model inputs to the target only, with prompt lookup "
             "(prompt_lookup_num_tokens) and without caller-given position_ids; drop them, or the speculation.")
     if is_static(call.cache):
-        raise ValueError("speculative decoding cannot run on a static cache (model.generate refuses it too: its "
-                         "drafts are cropped away); leave cache_implementation unset.")
+        raise ValueError("speculative decoding does not run on a static cache here (model.generate refuses it "
+                         "too before transformers 5.24); leave cache_implementation unset.")
     if call.cache is not None:
         raise NotImplementedError(
             "speculative decoding does not continue a cache passed as past_key_values or built from "
-            "cache_implementation yet; pass the whole sequence without past_key_values (same tokens), or decode "
-            "without speculation.")
+            "cache_implementation (model.generate runs it, but feeds the whole sequence again on top of the cache: "
+            "wrong logits); pass the whole sequence without past_key_values, or decode without speculation.")
 
 
 def run(call: PreparedCall) -> GenerateOutput:
