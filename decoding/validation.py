@@ -133,7 +133,10 @@ def check_special_tokens(settings: Settings, vocab_size: Optional[int], given: s
             raise TypeError(f"`{name}` has to be {kind}, but is {_short(value)}.")
         if name not in given:
             continue
-        outside = sorted({int(t) for t in ids if t < 0 or (vocab_size is not None and t >= vocab_size)})
+        # eos_token_id=-1 switches EOS off (the reference's tests use it): -1 is never an id, so never matched
+        allowed = {-1} if name == "eos_token_id" else set()
+        outside = sorted({int(t) for t in ids if (t < 0 and int(t) not in allowed)
+                          or (vocab_size is not None and t >= vocab_size)})
         if outside:
             raise ValueError(f"`{name}` holds token ids {outside}, outside the model's vocabulary [0, {vocab_size}); "
                              f"use the ids of this model's tokenizer (tokenizer.{name}).")
@@ -145,7 +148,9 @@ def check_call_objects(logits_processor: Any, stopping_criteria: Any, streamer: 
                                ("stopping_criteria", stopping_criteria, "(input_ids, scores) -> done")):
         if value is None:
             continue
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or callable(value):
+        # a LogitsProcessorList / StoppingCriteriaList is a list and callable: accepted; a bare callable is not
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or (
+                callable(value) and not isinstance(value, (list, tuple))):
             raise TypeError(f"`{name}` has to be a list of callables {shape}, but is {_short(value)}; "
                             f"wrap a single one in a list.")
         for item in value:
