@@ -143,3 +143,18 @@ def test_compare_against_a_decoder_callable(model):
     result = decoding.compare(model, ids, attention_mask=mask, max_new_tokens=5, eos_token_id=None, pad_token_id=PAD,
                               against=shifted)
     assert (result.divergence.step, result.divergence.row) == (3, 1)
+
+
+def test_the_report_of_a_diff_marks_the_divergence(model):
+    from decoding.insight.report import render_report
+
+    ids, mask = batch()
+    a = decoding.generate(model, ids, attention_mask=mask, seed=1, return_dict_in_generate=True, trace=True,
+                          **SAMPLING)
+    b = decoding.generate(model, ids, attention_mask=mask, seed=1, return_dict_in_generate=True, trace=True,
+                          **dict(SAMPLING, temperature=1.3))
+    d = decoding.diff(a, b)
+    assert d.step is not None and d.stage == "temperature" and d.stage_step == 0
+    html = render_report(a.trace.to_dict(), b.trace.to_dict(), divergence=d)
+    assert f"diverges: row {d.row} at step {d.step}" in html
+    assert html.count('class="tok div"') == 2                    # the diverging token, marked in both columns

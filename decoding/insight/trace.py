@@ -9,7 +9,8 @@
   chosen token's rank (tokens with a strictly higher score), score and probability there;
 - the chosen token and the entropy (nats) of the last stage's distribution;
 - with ``seed=`` and sampling, ``random``: the ``Exp(1)`` value the chosen token drew in the seeded
-  exponential race (the draw picks ``argmax_i p_i / E_i``, see :mod:`decoding.seeding`); else None;
+  exponential race (the draw picks ``argmax_i p_i / E_i``, see :mod:`decoding.seeding`); else None
+  (and None under speculation, whose acceptance rule decides the tokens);
 - for beam search, ``beams``: the running beams after the step (``beam`` = flat row ``b * N + j``,
   ``parent`` = flat row it extends, or the prompt index at step 0; ``score``: the sum of its
   log-probs), then the hypotheses that finished at this step (``finished: true``); each row entry is a
