@@ -231,3 +231,44 @@ def test_off_by_default_and_clear_errors(model):
         decoding.generate(model, ids, max_new_tokens=2, return_dict_in_generate=True, trace="yes")
     with pytest.raises(ValueError, match="top"):
         decoding.Tracer(top=0)
+
+
+from hypothesis import given                                                   # noqa: E402
+from hypothesis import strategies as st                                        # noqa: E402
+
+from tests.models import prompts                                               # noqa: E402
+
+
+@given(arch=st.sampled_from(["llama", "gpt2", "qwen2", "gemma"]), batch=st.integers(1, 3), seed=st.integers(0, 10_000),
+       params=st.fixed_dictionaries({"temperature": st.sampled_from([0.6, 1.0]), "top_k": st.sampled_from([0, 8]),
+                                     "top_p": st.sampled_from([0.8, 1.0]),
+                                     "repetition_penalty": st.sampled_from([1.0, 1.2])}),
+       num_beams=st.sampled_from([1, 1, 2]), do_sample=st.booleans(), eos_pick=st.integers(0, 5))
+def test_tracing_changes_nothing_and_agrees_with_the_outputs(arch, batch, seed, params, num_beams, do_sample, eos_pick):
+    """Against the reference: a traced run gives model.generate's tokens; each traced row holds its own tokens up to
+    its end, and the last stage's chosen score is what out.scores holds for it."""
+    model = tiny_model(arch)
+    ids, mask = prompts(batch, seed)
+    eos = 3 + eos_pick * 7
+    kwargs = dict(max_new_tokens=5, pad_token_id=PAD, eos_token_id=eos, do_sample=do_sample, num_beams=num_beams,
+                  return_dict_in_generate=True, output_scores=True, **params)
+    torch.manual_seed(seed)
+    reference = model.generate(ids, attention_mask=mask, **kwargs)
+    torch.manual_seed(seed)
+    out = decoding.generate(model, ids, attention_mask=mask, trace=True, **kwargs)
+    assert torch.equal(out.sequences, reference.sequences)
+    trace, P = out.trace, ids.shape[1]
+    if num_beams > 1:
+        for step in trace.steps:
+            for entry in step["rows"]:
+                score = float(out.scores[step["step"]][entry["parent"], entry["chosen"]])
+                assert entry["stages"][-1]["chosen_logit"] == pytest.approx(score, abs=1e-4)
+        return
+    for row in range(ids.shape[0]):
+        generated = out.sequences[row, P:].tolist()
+        end = generated.index(eos) + 1 if eos in generated else len(generated)
+        assert trace.chosen(row) == generated[:end]
+        for step, entry in enumerate(trace.row(row)):
+            score = float(out.scores[step][row, entry["chosen"]])
+            assert entry["stages"][-1]["chosen_logit"] == pytest.approx(score, abs=1e-5)
+            assert entry["stages"][-1]["chosen_rank"] is not None
