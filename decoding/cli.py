@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--against", nargs="+", default=None, metavar="KEY=VALUE",
                       help="compare ours with ours: the first run takes these keywords changed (e.g. temperature=1.2 "
                            "top_k=5), the second the flags as given; both are traced, so the stage is named")
+    comp.add_argument("--trace", default=None, metavar="REPORT.html",
+                      help="with --against: write the two runs' visual report side by side, the divergence marked")
     comp.set_defaults(generation_names=_add_common(comp))
     return parser
 
@@ -417,7 +419,12 @@ def _compare_command(session: _Session) -> int:
     ids, mask, kwargs, _ = _prompt(session)
     device = model_device(session.model)
     against = parse_against(args.against)
+    if args.trace is not None and against is None:
+        raise ValueError("compare --trace writes the report of two traced runs, and model.generate is not traced: "
+                         "add --against KEY=VALUE (ours with a change against ours).")
     seed = 0 if args.seed is None else args.seed
+    if against is not None:          # both runs are ours and traced: the traces get the token texts
+        kwargs = dict(kwargs, tokenizer=session.tokenizer)
     result = compare(session.model, ids.to(device), rng_seed=seed, attention_mask=mask.to(device), against=against,
                      **kwargs)
     names = ("model.generate" if against is None else "ours with " + ", ".join(f"{k}={v!r}" for k, v in against.items()),
@@ -427,6 +434,12 @@ def _compare_command(session: _Session) -> int:
         text = session.tokenizer.decode(out.sequences[0, prompt_length:], skip_special_tokens=True)
         print(f"{name}: {text!r}", flush=True)
     print(f"seed {seed}: " + result.table(), flush=True)
+    if args.trace is not None:
+        from .insight.report import write_report
+
+        path = write_report(args.trace, result.reference.trace.to_dict(), result.ours.trace.to_dict(),
+                            divergence=result.divergence, title=f"{names[0]} vs {names[1]}")
+        _say(f"diff report written to {path}")
     return 0 if result.identical else EXIT_DIFFERENT
 
 

@@ -88,7 +88,7 @@ def test_trace_writes_the_report(builtin_dir, tmp_path, capsys):
     assert answer.strip() and answer.split()[-1] in page      # the streamed answer's tokens are the report's
 
 
-def test_compare_command_prints_the_divergence_table(builtin_dir, capsys):
+def test_compare_command_prints_the_divergence_table(builtin_dir, tmp_path, capsys):
     status = cli.main(["compare", "The capital of France is", "--raw", "--model", str(builtin_dir),
                        "--max-new-tokens", "6", "--do-sample", "--top-k", "20", "--seed", "0"])
     out = capsys.readouterr()
@@ -100,14 +100,20 @@ def test_compare_command_prints_the_divergence_table(builtin_dir, capsys):
 
     status = cli.main(["compare", "The capital of France is", "--raw", "--model", str(builtin_dir),
                        "--max-new-tokens", "8", "--do-sample", "--top-k", "20", "--seed", "0",
-                       "--against", "top-k=1"])
+                       "--against", "top-k=1", "--trace", str(tmp_path / "diff.html")])
     out = capsys.readouterr()
     assert status == cli.EXIT_DIFFERENT, out.err
     assert out.out.startswith("ours with top_k=1: ")
     assert "scores first differ at stage 'top_k' (new token 0, row 0)" in out.out
     assert "gap" in out.out and "side a" in out.out and "p=1.0000" in out.out
+    page = (tmp_path / "diff.html").read_text(encoding="utf-8")
+    assert "diff report written to" in out.err and "diverges: row 0 at step" in page
+    assert page.count('class="tok div"') == 2 and "ours with top_k=1 vs decoding.generate" in page
+    assert "Paris" in page                                      # token texts, not ids
 
 
 def test_compare_against_must_be_key_value(builtin_dir, capsys):
     status = cli.main(["compare", "Hi", "--raw", "--model", str(builtin_dir), "--against", "top_k"])
     assert status == cli.EXIT_ERROR and "KEY=VALUE" in capsys.readouterr().err
+    status = cli.main(["compare", "Hi", "--raw", "--model", str(builtin_dir), "--trace", "x.html"])
+    assert status == cli.EXIT_ERROR and "--against" in capsys.readouterr().err
