@@ -117,10 +117,10 @@ class TracedPipeline(LogitsProcessorList):
             self._stateful = processors._stateful
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        stages = [scores]
+        stages = [scores.clone()]                   # copies: a processor may write into the scores it gets
         for processor in self:
             scores = processor(input_ids, scores)
-            stages.append(scores)
+            stages.append(scores.clone())
         self._tracer.pending = stages
         return scores
 
@@ -210,7 +210,8 @@ class Tracer:
         c, step = beam_step.candidates, beam_step.step
         batch, beams = beam_step.running_choice.shape
         choice = beam_step.running_choice
-        parents = (torch.take_along_dim(c.parents, choice, dim=1) + torch.arange(batch)[:, None] * beams).view(-1)
+        first_rows = torch.arange(batch, device=c.parents.device)[:, None] * beams
+        parents = (torch.take_along_dim(c.parents, choice, dim=1) + first_rows).view(-1)
         tokens = torch.take_along_dim(c.tokens, choice, dim=1).view(-1).tolist()
         scores = torch.take_along_dim(c.scores, choice, dim=1).view(-1).tolist()
         parents = parents.tolist()
