@@ -272,3 +272,41 @@ def test_tracing_changes_nothing_and_agrees_with_the_outputs(arch, batch, seed, 
             score = float(out.scores[step][row, entry["chosen"]])
             assert entry["stages"][-1]["chosen_logit"] == pytest.approx(score, abs=1e-5)
             assert entry["stages"][-1]["chosen_rank"] is not None
+
+
+@pytest.mark.parametrize("kwargs", [dict(penalty_alpha=0.6, top_k=4), dict(dola_layers="low", repetition_penalty=1.2)],
+                         ids=["contrastive", "dola"])
+def test_contrastive_search_and_dola_are_traced(model, kwargs):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = decoding.generate(model, ids, max_new_tokens=4, eos_token_id=None, pad_token_id=PAD,
+                            return_dict_in_generate=True, trace=True, **kwargs)
+    assert out.trace.chosen(0) == out.sequences[0, 4:].tolist() and len(out.trace.steps) == 4
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
+                                    dict(num_beams=3, force_words_ids=[[50]])], ids=["diverse", "constrained"])
+def test_diverse_and_constrained_beam_search_are_traced(model, kwargs):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = decoding.generate(model, ids, max_new_tokens=4, eos_token_id=None, pad_token_id=PAD,
+                            return_dict_in_generate=True, output_scores=True, trace=True, **kwargs)
+    beams = kwargs["num_beams"]
+    assert len(out.trace.steps) == 4
+    for step in out.trace.steps:
+        assert [e["row"] for e in step["rows"]] == list(range(beams)) == [b["beam"] for b in step["beams"]]
+        for entry, beam in zip(step["rows"], step["beams"]):
+            assert entry["chosen"] == beam["token"] and 0 <= entry["parent"] < beams
+            if "num_beam_groups" in kwargs:        # out.scores holds each group's processed log-probs
+                score = float(out.scores[step["step"]][entry["parent"], entry["chosen"]])
+                assert entry["stages"][-1]["chosen_logit"] == pytest.approx(score, abs=1e-5)
+    # the best sequence is a path through the traced running beams, unless it finished earlier
+    best = out.sequences[0, 4:].tolist()
+    last = [b for b in out.trace.steps[-1]["beams"] if b["token"] == best[-1]]
+    paths = []
+    for start in last:
+        beam, path = start["beam"], []
+        for step in reversed(out.trace.steps):
+            b = step["beams"][beam]
+            path.append(b["token"])
+            beam = b["parent"]
+        paths.append(path[::-1])
+    assert best in paths

@@ -233,6 +233,27 @@ class Tracer:
                                  "finished": True})
         entry["beams"] = live
 
+    def beam_rows(self, step: int, tokens: torch.LongTensor, parents: torch.LongTensor, scores: torch.FloatTensor,
+                  stages: Optional[list] = None) -> None:
+        """A beam loop's step (diverse or constrained beam search): row ``r`` now continues row ``parents[r]``
+        with ``tokens[r]`` at running score ``scores[r]`` (``[B * N]`` each). ``stages``: ``[(name, [B * N, V])]``
+        to use instead of the pipeline's (a loop that runs the pipeline once per group passes its own)."""
+        if stages is None:
+            stages, self.pending = self.pending, None
+        else:
+            self.pending = None
+            self._stage_names = [name for name, _ in stages]
+            stages = [tensor for _, tensor in stages]
+        tokens, parents, scores = tokens.tolist(), parents.tolist(), scores.tolist()
+        beams = max(int(self._call.settings.num_beams), 1)
+        entry = self._step(step)
+        if stages is not None:
+            entry["rows"] = self._rows(stages, list(range(len(tokens))), tokens, parents)
+            for row, parent in zip(entry["rows"], parents):
+                row["parent"] = parent
+        entry["beams"] = [{"beam": r, "parent": parents[r] // beams if step == 0 else parents[r], "token": tokens[r],
+                           "score": scores[r], "finished": False} for r in range(len(tokens))]
+
     def speculation_round(self, draft: Any, tokens: torch.LongTensor, keep: torch.LongTensor,
                           scores: torch.FloatTensor, logits: torch.FloatTensor) -> None:
         """One speculation round: row ``r`` kept ``tokens[r, :keep[r]]``; ``scores``/``logits`` ``[rows, g + 1, V]``."""

@@ -119,11 +119,14 @@ def finish_or_keep(top: list[tuple[float, int, int]], ids: torch.LongTensor, his
 def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                             criteria: StoppingCriteriaList, config: ConstrainedConfig,
                             outputs: Optional[StepOutputs] = None,
-                            on_step: Optional[Callable[[torch.LongTensor], None]] = None) -> Packed:
+                            on_step: Optional[Callable[[torch.LongTensor], None]] = None,
+                            on_rows: Optional[Callable] = None) -> Packed:
     """Run constrained beam search to the end; returns the packed hypotheses (see the module docstring).
 
     ``on_step`` is called with the running sequences ``[B * N, length]`` after every step (what
-    ``GenerationInterrupted.partial`` holds if a later step fails).
+    ``GenerationInterrupted.partial`` holds if a later step fails). ``on_rows``: a tracer's
+    ``beam_rows(step, tokens, parents, scores)``, called once per step with the new running beams
+    (``[B * N]`` each).
 
     Raises:
         ConstraintsNotMet: a prompt has fewer than ``num_return_sequences`` hypotheses that meet every constraint.
@@ -163,6 +166,8 @@ def constrained_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, p
 
         new_scores, new_tokens, new_parents = zip(*chosen)
         tokens_t, parents_t = torch.tensor(new_tokens, device=device), torch.tensor(new_parents, device=device)
+        if on_rows is not None:
+            on_rows(length - prompt_length, tokens_t, parents_t, torch.tensor(new_scores, dtype=torch.float32))
         ids = torch.cat([ids[parents_t], tokens_t[:, None]], dim=-1)
         running = torch.tensor(new_scores, dtype=torch.float32, device=device)
         history = [history[p] + (p,) for p in new_parents]

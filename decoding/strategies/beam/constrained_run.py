@@ -48,7 +48,8 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
     call.keep_partial(lambda: running[0])                       # the running beams [B * N, length], on failure
     try:
         packed = constrained_beam_search(runner, call.input_ids, call.processors, call.criteria, config, outputs,
-                                         on_step=lambda ids: running.__setitem__(0, ids))
+                                         on_step=lambda ids: running.__setitem__(0, ids),
+                                         on_rows=call.tracer.beam_rows if call.tracer is not None else None)
     except ConstraintsNotMet:
         call.keep_partial(lambda: None)          # the search ended: not an interruption, no partial result
         raise

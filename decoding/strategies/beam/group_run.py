@@ -55,7 +55,8 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
     running = [call.input_ids]
     call.keep_partial(lambda: running[0])                       # the running beams [B * N, length], on failure
     result = group_beam_search(runner, call.input_ids, call.processors, call.criteria, config, outputs, observers,
-                               on_step=lambda ids: running.__setitem__(0, ids))
+                               on_step=lambda ids: running.__setitem__(0, ids),
+                               on_rows=call.tracer.beam_rows if call.tracer is not None else None)
     packed = result.packed
     if is_beam_streamer(streamer):
         streamer.on_finish(packed.sequences, packed.scores)

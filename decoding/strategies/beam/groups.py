@@ -141,7 +141,8 @@ def choose_in_group(scores: torch.FloatTensor, running: torch.FloatTensor, ids: 
 def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
                       criteria: StoppingCriteriaList, config: GroupConfig, outputs: Optional[StepOutputs] = None,
                       observers: Sequence[Callable[[GroupStep], None]] = (),
-                      on_step: Optional[Callable[[torch.LongTensor], None]] = None) -> GroupResult:
+                      on_step: Optional[Callable[[torch.LongTensor], None]] = None,
+                      on_rows: Optional[Callable] = None) -> GroupResult:
     """Run diverse beam search to the end.
 
     Args:
@@ -155,6 +156,8 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
         observers: called with a :class:`GroupStep` after each group's choice.
         on_step: called with the running sequences ``[B * N, length]`` after every step (what
             ``GenerationInterrupted.partial`` holds if a later step fails).
+        on_rows: a tracer's ``beam_rows(step, tokens, parents, scores, stages)``, called once per step with
+            the new running beams (``[B * N]`` each) and the step's raw and processed log-probs.
     """
     processors.reset()
     diversity = [p for p in processors if isinstance(p, HammingDiversityLogitsProcessor)]
@@ -188,6 +191,9 @@ def group_beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, process
                 observe(GroupStep(ids.shape[1] - prompt_length, g, chosen[3], [p[g].done for p in finished]))
         if outputs is not None:
             outputs.record(logits, processed, runner.last_output)
+        if on_rows is not None:
+            on_rows(ids.shape[1] - prompt_length, tokens, parents, new_running,
+                    [("raw", log_probs), ("processed", processed)])
 
         ids = torch.cat([ids[parents], tokens[:, None]], dim=-1)                # the new running beams
         running, history = new_running, [history[p] + (p,) for p in parents.tolist()]
