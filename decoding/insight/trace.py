@@ -14,7 +14,8 @@
 - for beam search, ``beams``: the running beams after the step (``beam`` = flat row ``b * N + j``,
   ``parent`` = flat row it extends, or the prompt index at step 0; ``score``: the sum of its
   log-probs), then the hypotheses that finished at this step (``finished: true``); each row entry is a
-  running beam, with the stages of the parent row it was chosen from (``parent``);
+  running beam, with the stages of the parent row it was chosen from (``parent``); diverse and
+  constrained beam search tell the tracer their running beams (:meth:`Tracer.beam_rows`);
 - for speculation, ``draft``: per round and row, the drafted tokens, how many were accepted, and
   the target's own token after them (``correction``), at the step of the round's last token; the
   stages are ``raw`` (the target's logits) and ``processed`` (after the whole pipeline).
