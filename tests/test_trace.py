@@ -10,7 +10,7 @@ import decoding
 from decoding.inputs import left_pad
 from decoding.insight.report import render_report
 from decoding.seeding import seeded_exponentials
-from tests.models import EOS, PAD, tiny_model
+from tests.models import PAD, tiny_model
 from tests.tokenizer import byte_tokenizer
 
 
