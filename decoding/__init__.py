@@ -18,7 +18,7 @@ The research door is the sub-packages, each complete (docs/api.md, docs/research
 from .comparison import Comparison, compare
 from .errors import ChatTemplateError, GenerationInterrupted, UnknownArgumentError
 from .generation import generate, pipeline
-from .insight import Trace, Tracer, diff, score
+from .insight import diff, score
 from .outputs import GenerateOutput
 from .processors import LogitsProcessor, LogitsProcessorList
 from .scores import compute_transition_scores
@@ -30,7 +30,7 @@ from .streaming import BaseStreamer, TextIteratorStreamer, TextStreamer
 __version__ = "0.1.0"
 
 __all__ = [
-    "generate", "pipeline", "score", "Trace", "Tracer", "diff", "compare", "Comparison", "GenerateOutput", "compute_transition_scores",
+    "generate", "pipeline", "score", "diff", "compare", "Comparison", "GenerateOutput", "compute_transition_scores",
     "GenerationInterrupted", "UnknownArgumentError", "ChatTemplateError",
     "LogitsProcessor", "LogitsProcessorList", "StoppingCriteria", "StoppingCriteriaList",
     "BaseStreamer", "TextStreamer", "TextIteratorStreamer", "BeamStreamer", "BeamTextStreamer",

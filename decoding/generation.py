@@ -106,11 +106,11 @@ def make_tracer(trace: Any, return_dict: bool, custom_generate: Any = None) -> O
     if trace is True:
         if not return_dict:
             raise ValueError("trace=True puts the trace in out.trace, so it needs return_dict_in_generate=True; set "
-                             "it, or pass trace=decoding.Tracer() and read tracer.trace after the call.")
+                             "it, or pass trace=decoding.insight.Tracer() and read tracer.trace after the call.")
         return Tracer()
     if isinstance(trace, Tracer):
         return trace
-    raise TypeError(f"`trace` must be True, False or a decoding.Tracer, got {type(trace).__name__}.")
+    raise TypeError(f"`trace` must be True, False or a decoding.insight.Tracer, got {type(trace).__name__}.")
 
 
 def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,

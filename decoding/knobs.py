@@ -194,7 +194,7 @@ _CALL_ARGUMENTS = (
     Knob("strategy", CALL, "beyond the reference: your own loop, strategy(call) -> GenerateOutput "
          "(docs/strategies.md)", flag=False),
     # trace (issue 14): the per-step trace, decoding/insight/trace.py
-    Knob("trace", CALL, "beyond the reference: True (or a decoding.Tracer) records each step's candidates at "
+    Knob("trace", CALL, "beyond the reference: True (or a decoding.insight.Tracer) records each step's candidates at "
          "every processor stage in out.trace (docs/inspecting.md)", default=False, flag=False),
 )
 

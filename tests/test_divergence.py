@@ -111,7 +111,7 @@ def test_identical_traces_and_json_round_trip(model):
     ids, mask = batch()
     out = decoding.generate(model, ids, attention_mask=mask, seed=1, return_dict_in_generate=True, trace=True,
                             **SAMPLING)
-    again = decoding.Trace.from_json(out.trace.to_json())
+    again = decoding.insight.Trace.from_json(out.trace.to_json())
     d = decoding.diff(out.trace, again)
     assert d.identical and d.stage is None and d.max_score_difference == 0.0
     assert d.summary().startswith("identical: 2 row(s), 6 steps")

@@ -100,7 +100,7 @@ def test_a_real_trace_renders_and_a_click_shows_every_stage(browser, tmp_path):
     ids = torch.tensor([tok("The cat sat")["input_ids"]])
     out = decoding.generate(tiny_model("llama"), ids, max_new_tokens=6, eos_token_id=None, pad_token_id=PAD,
                             do_sample=True, temperature=0.8, top_k=20, seed=2, return_dict_in_generate=True,
-                            trace=decoding.Tracer(top=5, tokenizer=tok))
+                            trace=decoding.insight.Tracer(top=5, tokenizer=tok))
     path = out.trace.write_report(tmp_path / "real.html", title="a real trace")
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors = []

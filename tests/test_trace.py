@@ -33,7 +33,7 @@ def hand_logits(model, ids, mask):
 def test_greedy_steps_equal_values_computed_by_hand(model):
     ids, mask = batch()
     out = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, eos_token_id=None, pad_token_id=PAD,
-                            repetition_penalty=1.5, return_dict_in_generate=True, trace=decoding.Tracer(top=5))
+                            repetition_penalty=1.5, return_dict_in_generate=True, trace=decoding.insight.Tracer(top=5))
     trace = out.trace
     assert trace.data["stages"] == ["raw", "repetition_penalty"]
     sequences = out.sequences
@@ -191,13 +191,13 @@ def test_json_round_trip_table_and_report(model, tmp_path):
     tok = byte_tokenizer()
     out = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, eos_token_id=None, pad_token_id=PAD,
                             do_sample=True, top_k=5, seed=1, return_dict_in_generate=True,
-                            trace=decoding.Tracer(top=4, tokenizer=tok))
+                            trace=decoding.insight.Tracer(top=4, tokenizer=tok))
     trace = out.trace
-    again = decoding.Trace.from_json(trace.to_json())
+    again = decoding.insight.Trace.from_json(trace.to_json())
     assert again == trace and again.to_dict() == trace.to_dict()
     path = tmp_path / "t.json"
     trace.to_json(path)
-    assert decoding.Trace.from_json(path) == trace
+    assert decoding.insight.Trace.from_json(path) == trace
     # a filtered candidate's score is null in JSON
     top_k = [s for st in trace.steps for e in st["rows"] for s in e["stages"] if s["name"] == "top_k"][0]
     assert top_k["alive"] == 5 and top_k["top"][-1]["logit"] is not None
@@ -222,15 +222,15 @@ def test_off_by_default_and_clear_errors(model):
     assert out.trace is None
     with pytest.raises(ValueError, match="return_dict_in_generate=True"):
         decoding.generate(model, ids, max_new_tokens=2, trace=True)
-    tracer = decoding.Tracer(top=2)
+    tracer = decoding.insight.Tracer(top=2)
     sequences = decoding.generate(model, ids, max_new_tokens=2, trace=tracer)
     assert tracer.trace.chosen(0) == sequences[0, 3:].tolist()
     with pytest.raises(ValueError, match="new Tracer"):
         decoding.generate(model, ids, max_new_tokens=2, trace=tracer)
-    with pytest.raises(TypeError, match="decoding.Tracer"):
+    with pytest.raises(TypeError, match="decoding.insight.Tracer"):
         decoding.generate(model, ids, max_new_tokens=2, return_dict_in_generate=True, trace="yes")
     with pytest.raises(ValueError, match="top"):
-        decoding.Tracer(top=0)
+        decoding.insight.Tracer(top=0)
 
 
 from hypothesis import given                                                   # noqa: E402
