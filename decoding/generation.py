@@ -223,9 +223,10 @@ def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order:
         input_ids: ``[batch, prompt_len]`` int64 (some processors depend on the prompt's length).
         order: ``"hf"`` (default), ``"vllm"``, ``"llama.cpp"``, ``"mlx"`` or a list of names
             (see :mod:`decoding.processors.orders`).
-        **kwargs: any other argument of :func:`generate` (``strategy`` and ``custom_generate``
+        **kwargs: any other argument of :func:`generate` (``strategy``, ``custom_generate`` and ``trace``
             included: they do not change the pipeline).
     """
     kwargs.pop("strategy", None)
+    kwargs.pop("trace", None)
     split_custom_keywords(kwargs.pop("custom_generate", None), kwargs)
     return prepare_call(model, input_ids, order=order, **kwargs).processors

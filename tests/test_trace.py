@@ -231,6 +231,7 @@ def test_off_by_default_and_clear_errors(model):
         decoding.generate(model, ids, max_new_tokens=2, return_dict_in_generate=True, trace="yes")
     with pytest.raises(ValueError, match="top"):
         decoding.insight.Tracer(top=0)
+    assert decoding.pipeline(model, ids, trace=True, do_sample=True, top_k=3).names() == ["TopKLogitsWarper"]
 
 
 from hypothesis import given                                                   # noqa: E402
