@@ -309,8 +309,9 @@ def test_refusals_that_depend_on_the_models_and_the_batch():
     with pytest.raises(ValueError, match="Pass only one"):
         decoding.generate(llama, ids[:1], max_new_tokens=3, assistant_model=draft_model("llama"),
                           prompt_lookup_num_tokens=3)
-    with pytest.raises(ValueError, match="streamer"):
-        decoding.generate(llama, ids, max_new_tokens=3, prompt_lookup_num_tokens=3, streamer=object())
+    with pytest.raises(ValueError, match="streamer"):   # a real streamer: speculation streams one row only
+        decoding.generate(llama, ids, max_new_tokens=3, prompt_lookup_num_tokens=3,
+                          streamer=decoding.streaming.BaseStreamer())
     with pytest.raises(NotImplementedError, match="output_scores"):
         decoding.generate(llama, ids, max_new_tokens=3, prompt_lookup_num_tokens=3, return_dict_in_generate=True,
                           output_scores=True)
