@@ -33,7 +33,7 @@ def main() -> None:
         reference_out = model.generate(ids, **common, **kwargs)
         torch.manual_seed(0)
         ours_out = decoding.generate(model, ids, **common, **kwargs)
-        if isinstance(ours_out, decoding.GenerateOutput):
+        if not isinstance(ours_out, torch.Tensor):   # an output class (GenerateOutput or the beam one)
             reference_out, ours_out = reference_out.sequences, ours_out.sequences
         reference = best_time(lambda: model.generate(ids, **common, **kwargs), args.repeats)
         ours = best_time(lambda: decoding.generate(model, ids, **common, **kwargs), args.repeats)

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import decoding
 from decoding.errors import GenerationInterrupted
 from decoding.knobs import KNOBS
-from decoding.outputs import GenerateOutput
+from decoding.outputs import is_output
 from tests.models import VOCAB, tiny_model
 
 EXAMPLES = int(os.environ.get("DECODING_FUZZ_EXAMPLES", "200"))
@@ -152,7 +152,7 @@ def raised_by_decoding(error: BaseException) -> bool:
 
 
 def check_output(out, prompt: torch.Tensor) -> None:
-    sequences = out.sequences if isinstance(out, GenerateOutput) else out
+    sequences = out.sequences if is_output(out) else out
     assert isinstance(sequences, torch.Tensor) and sequences.dtype == torch.long and sequences.dim() == 2, out
     if not isinstance(prompt, torch.Tensor):   # input_ids=None: started from bos
         prompt = sequences[:1, :1]

@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from ..outputs import GenerateOutput
+from ..outputs import is_output
 from .trace import Trace
 
 TOLERANCE = 1e-5
@@ -112,7 +112,7 @@ class _Side:
     """One run seen as ``token(row, step)`` and ``stages(row, step)``."""
 
     def __init__(self, run: Any, prompt_length: Optional[int], eos_token_id: Any):
-        if isinstance(getattr(run, "output", None), GenerateOutput):      # a decoding.replay.Run
+        if is_output(getattr(run, "output", None)):      # a decoding.replay.Run
             run = run.output
         self.trace = run if isinstance(run, Trace) else getattr(run, "trace", None)
         self.trace = self.trace if isinstance(self.trace, Trace) else None
