@@ -16,7 +16,8 @@ import torch
 from .caches import build_cache, check_cache_request, check_continuation, normalized, past_length, take_cache
 from .config import resolve_settings
 from .insight.trace import Tracer
-from .inputs import expand_rows, infer_attention_mask, resolve_max_length, special_tokens, take_inputs
+from .inputs import (expand_rows, infer_attention_mask, prepare_embeds, resolve_max_length, special_tokens,
+                     take_inputs)
 from .knobs import KNOBS, REFUSED
 from .model_kwargs import ModelKwargs, split_model_kwargs
 from .processors import LogitsProcessorList, PipelineContext, build_pipeline
@@ -120,6 +121,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
                  prefix_allowed_tokens_fn: Optional[Callable] = None, assistant_model: Any = None,
                  negative_prompt_ids: Optional[torch.LongTensor] = None,
                  negative_prompt_attention_mask: Optional[torch.LongTensor] = None, past_key_values: Any = None,
+                 inputs_embeds: Optional[torch.FloatTensor] = None,
                  seed: Any = None, order: Any = None, output_beam_tree: bool = False,
                  **kwargs: Any) -> PreparedCall:
     """Resolve and check the arguments of :func:`generate`; build what a strategy gets, without running the model.
@@ -136,6 +138,8 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         tokenizer: the model's tokenizer; needed for ``stop_strings``.
         prefix_allowed_tokens_fn, negative_prompt_ids, negative_prompt_attention_mask, assistant_model:
             as the reference's arguments of those names.
+        inputs_embeds: the prompt as embeddings ``[batch, len, hidden]``, with or without ``input_ids``, fed
+            by the prefill as the reference feeds it (:func:`decoding.inputs.prepare_embeds`).
         seed: per-row random streams (an int, or one per row); see :mod:`decoding.seeding`.
         order: the processor order: ``"hf"`` (default), ``"vllm"``, ``"llama.cpp"``, ``"mlx"`` or a list of names.
         output_beam_tree: with ``num_beams > 1`` and ``return_dict_in_generate``, record the search
@@ -162,21 +166,31 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     check_devices(input_ids, attention_mask)
     given |= _config_names(generation_config)
     check_special_tokens(settings, input_vocab_size(model), given)
-    device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
+    device = input_ids.device if isinstance(input_ids, torch.Tensor) else (
+        inputs_embeds.device if isinstance(inputs_embeds, torch.Tensor) else torch.device("cpu"))
     eos, pad = special_tokens(settings, device)
+    if inputs_embeds is not None:
+        if past_key_values is not None:
+            raise NotImplementedError("inputs_embeds with past_key_values: decoding continues a cache from input_ids "
+                                      "only; pass the new tokens as input_ids, or use model.generate for this call.")
+        settings, input_ids, attention_mask = prepare_embeds(model, settings, inputs_embeds, input_ids, attention_mask,
+                                                             pad, eos)
+        model_kwargs.inputs_embeds = inputs_embeds
     if input_ids is None:
         if settings.bos_token_id is None:
             raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided; pass input_ids.")
         input_ids = torch.tensor([[int(settings.bos_token_id)]], dtype=torch.long)
-    check_input_ids(input_ids, input_vocab_size(model), settings.bos_token_id)
+    if inputs_embeds is None or input_ids.shape[1] > 0:
+        check_input_ids(input_ids, input_vocab_size(model), settings.bos_token_id)
     input_ids = input_ids.long()
     model_kwargs.check(input_ids)
     if attention_mask is None:
         attention_mask = infer_attention_mask(input_ids, pad, eos)
-    else:
+    elif inputs_embeds is None:
         check_attention_mask(attention_mask, input_ids, past_length(past_key_values))
     prompt_length = input_ids.shape[1]
-    max_length = resolve_max_length(settings, prompt_length, model, attention_mask)
+    max_length = resolve_max_length(settings, prompt_length, model, attention_mask,
+                                    embeds_length=None if inputs_embeds is None else inputs_embeds.shape[1])
 
     rows_per_prompt = max(settings.num_beams, settings.num_return_sequences)
     check_continuation(past_key_values, prompt_length, attention_mask.shape[1], input_ids.shape[0] * rows_per_prompt,

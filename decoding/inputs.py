@@ -7,6 +7,7 @@ transformers 5.23, before its decoding loop), so that the prompt reaching the ru
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Optional, Sequence
 
@@ -72,6 +73,72 @@ def take_inputs(input_ids: Optional[torch.Tensor], kwargs: dict[str, Any]) -> Op
     return given[0][1] if given else None
 
 
+def check_inputs_embeds(model: Any, inputs_embeds: Any, input_ids: Optional[torch.Tensor]) -> None:
+    """``inputs_embeds`` must be a float ``[batch, len, hidden]`` tensor with the batch of ``input_ids``, for a
+    model whose forward takes embeddings (the reference raises ``ValueError`` otherwise too)."""
+    forward = getattr(model, "prepare_inputs_for_generation", None) or getattr(model, "forward", model)
+    if "inputs_embeds" not in inspect.signature(forward).parameters:
+        raise ValueError(f"inputs_embeds: {type(model).__name__} does not take a prompt as embeddings; pass input_ids.")
+    if not isinstance(inputs_embeds, torch.Tensor) or not inputs_embeds.dtype.is_floating_point \
+            or inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0:
+        raise ValueError(f"inputs_embeds must be a non-empty float tensor [batch, length, hidden], got "
+                         f"{getattr(inputs_embeds, 'shape', type(inputs_embeds).__name__)!s}.")
+    if input_ids is not None and input_ids.dim() == 2 and input_ids.shape[0] != inputs_embeds.shape[0]:
+        raise ValueError(f"input_ids has {input_ids.shape[0]} rows but inputs_embeds has {inputs_embeds.shape[0]}; "
+                         "give one prompt per row in both.")
+
+
+def embeds_mask(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                pad: Optional[torch.Tensor], eos: Optional[torch.Tensor]) -> torch.LongTensor:
+    """The ``[batch, embeds_len]`` mask of a prompt given as embeddings: the caller's, else inferred from
+    ``input_ids`` when they are as long (as the reference infers it), else all ones.
+
+    Raises:
+        ValueError: the mask does not match the embeddings, or ids of another length and no mask
+            (the reference then builds positions that do not fit the embeddings).
+    """
+    shape = tuple(inputs_embeds.shape[:2])
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != shape:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but inputs_embeds is {shape} "
+                             "(batch, length); the mask covers the embeddings.")
+        return attention_mask
+    if input_ids.shape[1] == 0:
+        return torch.ones(shape, dtype=torch.long, device=inputs_embeds.device)
+    if tuple(input_ids.shape) == shape:
+        return infer_attention_mask(input_ids, pad, eos)
+    raise ValueError(f"input_ids {tuple(input_ids.shape)} and inputs_embeds {shape} have different lengths and no "
+                     "attention_mask was given: pass attention_mask [batch, embeds_len] for the embeddings.")
+
+
+def prepare_embeds(model: Any, settings: Settings, inputs_embeds: Any, input_ids: Optional[torch.Tensor],
+                   attention_mask: Optional[torch.Tensor], pad: Optional[torch.Tensor],
+                   eos: Optional[torch.Tensor]) -> tuple[Settings, torch.LongTensor, torch.LongTensor]:
+    """A prompt given as embeddings, prepared as the reference prepares it; returns ``(settings, input_ids,
+    attention_mask)``.
+
+    ``input_ids`` stay what the caller gave (they start the returned sequences and are what processors
+    see) or become ``[batch, 0]``; the mask is the embeddings' (:func:`embeds_mask`); the cache is
+    always used; ``min_length`` (without ``min_new_tokens``) counts the embeddings unless the ids are as
+    long; ``repetition_penalty`` and ``no_repeat_ngram_size`` without ids warn that they see only the new tokens.
+    """
+    check_inputs_embeds(model, inputs_embeds, input_ids)
+    if input_ids is None:
+        input_ids = torch.ones((inputs_embeds.shape[0], 0), dtype=torch.long, device=inputs_embeds.device)
+    attention_mask = embeds_mask(inputs_embeds, input_ids, attention_mask, pad, eos)
+    changes: dict[str, Any] = {"use_cache": True}
+    embeds_length = inputs_embeds.shape[1]
+    if settings.min_new_tokens is None and input_ids.shape[1] != embeds_length and settings.min_length is not None:
+        changes["min_length"] = max(settings.min_length - embeds_length, 0)
+    if input_ids.shape[1] == 0:
+        for name, off in (("repetition_penalty", 1.0), ("no_repeat_ngram_size", 0)):
+            if getattr(settings, name) not in (None, off):
+                warnings.warn(f"`{name}` with inputs_embeds and without input_ids sees only the new tokens, not the "
+                              "prompt (as with model.generate); pass input_ids too for it to see the prompt.",
+                              UserWarning, stacklevel=4)
+    return settings.replace(**changes), input_ids, attention_mask
+
+
 def context_size(model: Any) -> Optional[int]:
     """The model's context in tokens: ``max_position_embeddings`` of its (decoder) text config, or None."""
     config = getattr(model, "config", None)
@@ -115,8 +182,12 @@ def _check_positions(model: Any, attention_mask: Optional[torch.Tensor], prompt_
 
 
 def resolve_max_length(settings: Settings, prompt_length: int, model: Any,
-                       attention_mask: Optional[torch.Tensor] = None) -> int:
+                       attention_mask: Optional[torch.Tensor] = None, embeds_length: Optional[int] = None) -> int:
     """The absolute length (prompt included) at which generation stops, as the reference computes it.
+
+    ``embeds_length``: the prompt was given as embeddings of that length; ``prompt_length`` counts the
+    ids given beside them (0 without). An explicit ``max_length`` then counts the embeddings, unless the
+    ids are as long (the reference's rule).
 
     Raises:
         ValueError: nothing can be generated (the prompt already reaches the length or, with no length
@@ -125,6 +196,8 @@ def resolve_max_length(settings: Settings, prompt_length: int, model: Any,
     context = context_size(model)
     if settings.max_new_tokens is not None:
         max_length = settings.max_new_tokens + prompt_length
+    elif embeds_length is not None and embeds_length != prompt_length and not settings.has_default_max_length:
+        max_length = settings.max_length - embeds_length
     elif settings.has_default_max_length:
         if context is not None and prompt_length >= context:
             runs_on = ("its positions run past the context, as with model.generate" if not has_learned_positions(model)

@@ -185,6 +185,9 @@ _CALL_ARGUMENTS = (
     Knob("assistant_model", CALL, "a draft model sharing the tokenizer: speculative decoding", flag=False),
     Knob("custom_generate", CALL, "a callable written for model.generate(custom_generate=...)", flag=False),
     Knob("inputs", CALL, "the reference's name for input_ids (give one of the two)", flag=False),
+    # drop-in (issue 12): the prompt as embeddings
+    Knob("inputs_embeds", CALL, "the prompt as embeddings [batch, len, hidden], fed by the prefill; with or without "
+         "input_ids (which then start the returned sequences)", flag=False),
     Knob("seed", CALL, "beyond the reference: an int (row r uses seed + r) or one int >= 0 per row: per-row "
          "random streams (not with num_beams > 1)", flag=False),
     Knob("order", CALL, "beyond the reference: 'hf' (default), 'vllm', 'llama.cpp', 'mlx' or a list of processor "
@@ -284,7 +287,6 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("assistant_tokenizer", None, _UAD, True, config_field=False),
     Refused("assistant_lookbehind", 10, _UAD, False),
     Refused("target_lookbehind", 10, _UAD, False),
-    Refused("inputs_embeds", None, "a prompt given as embeddings", True, config_field=False),
     Refused("compile_config", None, "torch.compile of the forward pass (planned: issue 15's compiled path, built "
             "on cache_implementation='static', which runs today without compile)" + _NOT_TOKENS, False),
     Refused("disable_compile", None, "compilation settings (decoding never compiles: either value passes)", False,

@@ -69,6 +69,8 @@ class ModelKwargs:
         token_type_ids: ``[rows, length]`` int64 or None; grows by its last column each new token.
         position_ids: ``[rows, prompt_len]`` (or ``[1, prompt_len]``) int64 or None: the prompt's positions.
         logits_to_keep: the caller's value, or None (the runner then sends 1 where the model takes it).
+        inputs_embeds: ``[rows, embeds_len, hidden]`` float or None: the prompt as embeddings, fed by the
+            prefill instead of the prompt ids (``ModelRunner.prefill``).
         static: sent unchanged to every forward.
     """
 
@@ -77,13 +79,14 @@ class ModelKwargs:
         self.token_type_ids: Optional[torch.Tensor] = values.pop("token_type_ids", None)
         self.position_ids: Optional[torch.Tensor] = values.pop("position_ids", None)
         self.logits_to_keep = values.pop("logits_to_keep", None)
+        self.inputs_embeds: Optional[torch.Tensor] = values.pop("inputs_embeds", None)
         for name in NEVER_SENT:
             values.pop(name, None)
         self.static = {name: value for name, value in values.items() if value is not None}
 
     def __bool__(self) -> bool:
         return (self.token_type_ids is not None or self.position_ids is not None or self.logits_to_keep is not None
-                or bool(self.static))
+                or self.inputs_embeds is not None or bool(self.static))
 
     def check(self, input_ids: torch.Tensor) -> None:
         """``token_type_ids`` and ``position_ids`` must be ``[batch, prompt_len]`` (``position_ids`` may have
@@ -111,6 +114,7 @@ class ModelKwargs:
         twin = ModelKwargs({name: repeat(value) for name, value in self.static.items()})
         twin.token_type_ids = repeat(self.token_type_ids)
         twin.position_ids = repeat(self.position_ids)
+        twin.inputs_embeds = repeat(self.inputs_embeds)
         twin.logits_to_keep = self.logits_to_keep
         return twin
 

@@ -138,15 +138,16 @@ class ModelRunner:
                  **extra: Any) -> torch.Tensor:
         """One forward; no autograd graph is recorded (decoding never needs gradients)."""
         kwargs = dict(self._extra)
+        fed = input_ids.shape[1] if input_ids is not None else extra["inputs_embeds"].shape[1]
         if self.inputs:
             kwargs.update({name: value.to(self.device) if isinstance(value, torch.Tensor) else value
-                           for name, value in self.inputs.for_forward(self.length, input_ids.shape[1]).items()})
+                           for name, value in self.inputs.for_forward(self.length, fed).items()})
         kwargs.update(extra)
         if self.use_cache:
             kwargs[CACHE_KEYWORD] = self.cache
         mask = self.attention_mask
         if self.static:
-            mask = prepared_mask(self.model, self.cache, mask, position_ids, input_ids.shape[1], first)
+            mask = prepared_mask(self.model, self.cache, mask, position_ids, fed, first)
         if mask is not None:
             kwargs["attention_mask"] = mask
         out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
@@ -159,9 +160,15 @@ class ModelRunner:
 
         ``n`` is the mask's width, or, when the cache already holds ``P`` positions, either that (the
         whole sequence: ``input_ids[:, P:]`` is fed, as the reference does) or fewer (only the new
-        tokens, all fed, at the last ``n`` positions of the mask).
+        tokens, all fed, at the last ``n`` positions of the mask). With ``inputs_embeds`` among the model
+        inputs, those are fed instead (the ids may then be shorter, even empty), as the reference does;
+        the mask and positions are the embeddings'.
         """
         self.length = self.prompt_length
+        embeds = self.inputs.inputs_embeds
+        if embeds is not None:
+            return self._forward(None, self._prompt_positions, first=True, inputs_embeds=embeds.to(self.device),
+                                 **extra)
         ids = input_ids.to(self.device)
         if self.past and ids.shape[1] == self.prompt_length:
             ids = ids[:, self.past:]

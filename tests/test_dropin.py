@@ -311,3 +311,91 @@ def test_model_input_shapes_checked():
     ids, _ = padded_prompts([4, 4])
     with pytest.raises(ValueError, match="token_type_ids"):
         decoding.generate(model, ids, token_type_ids=torch.zeros(2, 3, dtype=torch.long), max_new_tokens=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs_embeds
+# ------------------------------------------------------------------------------------------------
+
+EMBEDS_MODES = {
+    "greedy": dict(),
+    "sample": dict(do_sample=True, top_k=30, num_return_sequences=2),
+    "beams": dict(num_beams=3, num_return_sequences=2),
+    "beam_sample": dict(num_beams=2, do_sample=True),
+}
+LENGTHS = {
+    "max_new_tokens": dict(max_new_tokens=5),
+    "max_length": dict(max_length=9),
+    "min_new_tokens": dict(max_new_tokens=5, min_new_tokens=3),
+    "min_length": dict(max_new_tokens=5, min_length=7),
+}
+
+
+@settings(deadline=None)
+@given(lengths=lengths, seed=st.integers(0, 50), name=st.sampled_from(sorted(EMBEDS_MODES)),
+       arch=st.sampled_from(["llama", "gpt2", "qwen2", "opt"]), with_ids=st.booleans(),
+       length=st.sampled_from(sorted(LENGTHS)), noise=st.floats(0, 0.5))
+def test_inputs_embeds_against_the_reference(lengths, seed, name, arch, with_ids, length, noise):
+    model = tiny_model(arch)
+    ids, mask = padded_prompts(lengths, seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    embeds = embeds + noise * torch.randn(embeds.shape, generator=g)
+    prompt = dict(input_ids=ids) if with_ids else {}
+    kwargs = dict(inputs_embeds=embeds, attention_mask=mask, pad_token_id=PAD, eos_token_id=[2, 3, 4, 5],
+                  return_dict_in_generate=True, output_scores=True, output_logits=True, **prompt,
+                  **LENGTHS[length], **EMBEDS_MODES[name])
+    torch.manual_seed(seed)
+    reference = model.generate(**kwargs)
+    torch.manual_seed(seed)
+    ours = decoding.generate(model, **kwargs)
+    assert ours.sequences.shape[1] == reference.sequences.shape[1]
+    assert_same(reference, ours)
+
+
+def test_inputs_embeds_are_what_the_prefill_sees():
+    """The check above can fail: other embeddings than the ids' give other tokens."""
+    model = tiny_model("llama")
+    ids, mask = padded_prompts([5, 4], 3)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    plain = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, output_logits=True,
+                              return_dict_in_generate=True)
+    same = decoding.generate(model, inputs_embeds=embeds, input_ids=ids, attention_mask=mask, max_new_tokens=4,
+                             output_logits=True, return_dict_in_generate=True)
+    shifted = decoding.generate(model, inputs_embeds=embeds.flip(-1), input_ids=ids, attention_mask=mask,
+                                max_new_tokens=4, output_logits=True, return_dict_in_generate=True)
+    torch.testing.assert_close(same.logits[0], plain.logits[0])
+    assert not torch.allclose(shifted.logits[0], plain.logits[0])
+
+
+@pytest.mark.parametrize("knob", [dict(repetition_penalty=1.3), dict(no_repeat_ngram_size=2)])
+def test_inputs_embeds_without_ids_warn_as_the_reference_warns(knob):
+    model = tiny_model("llama")
+    ids, _ = padded_prompts([4])
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    with pytest.warns(UserWarning) as reference_warnings:
+        reference = model.generate(inputs_embeds=embeds, max_new_tokens=6, **knob)
+    with pytest.warns(UserWarning, match=next(iter(knob))) as our_warnings:
+        ours = decoding.generate(model, inputs_embeds=embeds, max_new_tokens=6, **knob)
+    assert any(next(iter(knob)) in str(w.message) for w in reference_warnings)
+    assert len(our_warnings) >= 1 and torch.equal(reference, ours)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoding.generate(model, ids, inputs_embeds=embeds, max_new_tokens=2, **knob)
+
+
+def test_inputs_embeds_refusals():
+    model = tiny_model("llama")
+    ids, mask = padded_prompts([4, 4])
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    with pytest.raises(ValueError, match="float tensor"):
+        decoding.generate(model, inputs_embeds=ids, max_new_tokens=2)
+    with pytest.raises(ValueError, match="attention_mask"):
+        decoding.generate(model, inputs_embeds=embeds, attention_mask=mask[:, :2], max_new_tokens=2)
+    with pytest.raises(NotImplementedError, match="inputs_embeds"):
+        decoding.generate(model, inputs_embeds=embeds[:1], max_new_tokens=2, prompt_lookup_num_tokens=2)

@@ -19,9 +19,10 @@ def check(call: PreparedCall) -> None:
     check_speculation(call.settings, call.model, call.assistant_model, call.rows, call.streamer, call.seeds,
                       call.processors)
     inputs = call.model_kwargs
-    if inputs and (inputs.position_ids is not None or call.assistant_model is not None
-                   or call.settings.assistant_early_exit is not None):
-        given = "position_ids" if inputs.position_ids is not None else "model inputs (token_type_ids, ...)"
+    if inputs and (inputs.position_ids is not None or inputs.inputs_embeds is not None
+                   or call.assistant_model is not None or call.settings.assistant_early_exit is not None):
+        given = ("position_ids" if inputs.position_ids is not None else "inputs_embeds"
+                 if inputs.inputs_embeds is not None else "model inputs (token_type_ids, ...)")
         raise NotImplementedError(
             f"{given} with speculative decoding: decoding passes model inputs to the target only, with prompt lookup "
             "(prompt_lookup_num_tokens) and without caller-given position_ids; drop them, or the speculation.")
