@@ -121,7 +121,8 @@ def check_special_tokens(settings: Settings, vocab_size: Optional[int], given: s
 
     Types are checked wherever the value came from; the range ``[0, vocab)`` only for the names in
     ``given`` (keywords and the ``generation_config`` argument): a model's own config is trusted, as
-    the reference trusts it (some ship ``pad_token_id=-1``).
+    the reference trusts it (some ship ``pad_token_id=-1``). ``eos_token_id=-1`` passes: it switches EOS
+    off (the reference's tests use it) and matches no token.
     """
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         value = getattr(settings, name)

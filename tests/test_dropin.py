@@ -71,6 +71,9 @@ def test_extra_fields_reachable():
                                return_dict_in_generate=True)
     assert isinstance(lookup, GenerateDecoderOnlyOutput) and lookup.trace["speculation"].target_forwards >= 1
     assert "trace" in lookup.keys()
+    for beams_like in (dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5), dict(num_beams=2, force_words_ids=[[9]])):
+        out = decoding.generate(model, ids, max_new_tokens=3, return_dict_in_generate=True, **beams_like)
+        assert isinstance(out, GenerateBeamDecoderOnlyOutput), beams_like
 
 
 # ------------------------------------------------------------------------------------------------
