@@ -29,6 +29,7 @@ from .strategies.beam.run import check_beam_arguments
 from .strategies.call import PreparedCall
 from .strategies.contract import (SPECULATIVE, STRATEGIES, mode, run_custom_generate, run_strategy, split_custom_keywords,
                                   user_strategy)
+from .strategies.custom_folder import call_folder, hub_refusal, is_folder, load_folder
 from .validation import (check_attention_mask, check_call_objects, check_devices, check_input_ids,
                          check_not_yet_implemented, check_processor_inputs, check_settings, check_special_tokens,
                          input_vocab_size)
@@ -59,7 +60,9 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         attention_mask: ``[batch, prompt_len]`` 0/1; inferred from ``pad_token_id`` when omitted.
         strategy: your own decoding loop, ``strategy(call) -> GenerateOutput`` (docs/strategies.md);
             it gets the resolved settings, pipeline, criteria, streamer and seeds of this call.
-        custom_generate: a callable written for ``model.generate(custom_generate=...)``; it is called
+        custom_generate: a callable written for ``model.generate(custom_generate=...)``, or a local folder
+            holding ``custom_generate/generate.py`` (with ``trust_remote_code=True``; see
+            :mod:`decoding.strategies.custom_folder`; a Hub repository is refused); a callable is called
             the way the reference calls it, and its result returned as it is.
         trace: True (or a :class:`~decoding.insight.trace.Tracer`) records the per-step trace in
             ``out.trace`` (needs ``return_dict_in_generate=True``; a ``Tracer`` also keeps it in
@@ -82,6 +85,11 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     """
     if strategy is not None and custom_generate is not None:
         raise ValueError("both strategy= and custom_generate= were given; pass one of them (docs/strategies.md).")
+    if custom_generate is not None and not callable(custom_generate):   # a folder (or a refused Hub repository)
+        if not is_folder(custom_generate):
+            raise hub_refusal(custom_generate)
+        function = load_folder(custom_generate, kwargs.pop("trust_remote_code", None))
+        return call_folder(function, model, input_ids, attention_mask, kwargs)
     custom = split_custom_keywords(custom_generate, kwargs)
     call = prepare_call(model, input_ids, attention_mask, **kwargs)
     tracer = make_tracer(trace, call.return_dict, custom_generate)

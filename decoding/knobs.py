@@ -183,7 +183,8 @@ _CALL_ARGUMENTS = (
     Knob("negative_prompt_ids", CALL, "the negative prompt of guidance_scale, [batch, n] int64", flag=False),
     Knob("negative_prompt_attention_mask", CALL, "its 0/1 mask", flag=False),
     Knob("assistant_model", CALL, "a draft model sharing the tokenizer: speculative decoding", flag=False),
-    Knob("custom_generate", CALL, "a callable written for model.generate(custom_generate=...)", flag=False),
+    Knob("custom_generate", CALL, "a callable written for model.generate(custom_generate=...), or a local folder "
+         "holding custom_generate/generate.py (with trust_remote_code=True); a Hub repository is refused", flag=False),
     Knob("inputs", CALL, "the reference's name for input_ids (give one of the two)", flag=False),
     # drop-in (issue 12): the prompt as embeddings
     Knob("inputs_embeds", CALL, "the prompt as embeddings [batch, len, hidden], fed by the prefill; with or without "
@@ -297,7 +298,8 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("decoder_start_token_id", None, "encoder-decoder generation (decoding runs decoder-only models)", False),
     Refused("synced_gpus", None, "generation kept in step across GPUs (DeepSpeed ZeRO-3, FSDP)", False,
             off=(False,), config_field=False),
-    Refused("trust_remote_code", None, "a decoding method loaded from the Hub (custom_generate='org/repo')", False,
+    Refused("trust_remote_code", None, "a decoding method loaded from the Hub (custom_generate='org/repo'); "
+            "accepted (and needed) with a local custom_generate folder", False,
             off=(False,), config_field=False),
 )}
 

@@ -402,3 +402,69 @@ def test_inputs_embeds_refusals():
         decoding.generate(model, inputs_embeds=embeds, attention_mask=mask[:, :2], max_new_tokens=2)
     with pytest.raises(NotImplementedError, match="inputs_embeds"):
         decoding.generate(model, inputs_embeds=embeds[:1], max_new_tokens=2, prompt_lookup_num_tokens=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# custom_generate: a local folder, and Hub names refused
+# ------------------------------------------------------------------------------------------------
+
+FOLDER_GENERATE = '''
+import torch
+
+RECEIVED = []
+
+
+def generate(model, inputs=None, attention_mask=None, max_new_tokens=3, **kwargs):
+    """A plain greedy loop without a cache (what a custom_generate folder may hold)."""
+    RECEIVED.append(sorted(kwargs))
+    ids = inputs
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids).logits[:, -1]
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=-1)
+    return ids
+'''
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "custom_generate").mkdir()
+    (tmp_path / "custom_generate" / "generate.py").write_text(FOLDER_GENERATE)
+    return tmp_path
+
+
+def test_custom_generate_folder_runs_as_the_reference_runs_it(folder):
+    import sys
+    model = tiny_model("llama")
+    ids, _ = padded_prompts([5])
+    reference = model.generate(ids, custom_generate=str(folder), trust_remote_code=True, max_new_tokens=4)
+    ours = decoding.generate(model, ids, custom_generate=str(folder), trust_remote_code=True, max_new_tokens=4)
+    assert torch.equal(reference, ours) and ours.shape == (1, 9)
+    modules = [m for name, m in sys.modules.items() if name.startswith("decoding_custom_generate_")]
+    received = [m.RECEIVED for m in modules if getattr(m, "RECEIVED", None)]
+    assert received and "generation_config" in received[-1][-1] and "streamer" in received[-1][-1]
+    plain = decoding.generate(model, ids, max_new_tokens=4, use_cache=False)
+    assert torch.equal(plain, ours)
+
+
+def test_custom_generate_folder_needs_trust_remote_code(folder):
+    model = tiny_model("llama")
+    ids, _ = padded_prompts([5])
+    reference, ours = run_both(model, ids, custom_generate=str(folder), max_new_tokens=2)
+    assert reference is ValueError and ours is ValueError
+    with pytest.raises(OSError, match="custom_generate/generate.py"):
+        decoding.generate(model, ids, custom_generate=str(folder / "custom_generate"), trust_remote_code=True)
+    (folder / "custom_generate" / "requirements.txt").write_text("surely-not-an-installed-package>=1\n")
+    with pytest.raises(ImportError, match="surely-not-an-installed-package"):
+        decoding.generate(model, ids, custom_generate=str(folder), trust_remote_code=True, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("repo,hint", [("transformers-community/contrastive-search", "penalty_alpha"),
+                                       ("transformers-community/dola", "dola_layers"),
+                                       ("transformers-community/group-beam-search", "num_beam_groups"),
+                                       ("transformers-community/constrained-beam-search", "force_words_ids"),
+                                       ("someone/their-sampler", "strategy")])
+def test_custom_generate_hub_name_refused_with_what_to_use(repo, hint):
+    model = tiny_model("llama")
+    ids, _ = padded_prompts([5])
+    with pytest.raises(NotImplementedError, match=rf"(?s)Hub repository.*remote code.*{hint}"):
+        decoding.generate(model, ids, custom_generate=repo, trust_remote_code=True, max_new_tokens=2)

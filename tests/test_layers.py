@@ -33,7 +33,7 @@ LAYERS = [
     ["decoding.strategies.choosers"],
     ["decoding.strategies.call"],
     ["decoding.strategies.sampling", "decoding.strategies.beam", "decoding.strategies.speculative",
-     "decoding.strategies.contrastive", "decoding.strategies.dola"],
+     "decoding.strategies.contrastive", "decoding.strategies.dola", "decoding.strategies.custom_folder"],
     ["decoding.strategies.contract"],
     ["decoding.strategies"],
     ["decoding.insight"],

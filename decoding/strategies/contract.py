@@ -138,8 +138,9 @@ def split_custom_keywords(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {}
     if not callable(fn):
         raise NotImplementedError(
-            f"custom_generate={fn!r}: loading a decoding method from a hub repository or a folder is not supported "
-            "(it runs downloaded code); pass the function itself, or use strategy= (docs/strategies.md).")
+            f"custom_generate={fn!r}: a folder's decoding method runs only through generate (with "
+            "trust_remote_code=True), a Hub repository never (it runs downloaded code); pass the function itself, or "
+            "use strategy= (docs/strategies.md).")
     return {name: kwargs.pop(name) for name in _custom_keywords(fn) if name in kwargs}
 
 
