@@ -96,6 +96,9 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     if custom_generate is not None:
         return run_custom_generate(custom_generate, call, custom)
     chosen = user_strategy(strategy) if strategy is not None else STRATEGIES[mode(call)]
+    if call.synced_gpus and strategy is None and mode(call) not in ("greedy", "sample"):
+        raise NotImplementedError(f"synced_gpus=True with {mode(call)}: decoding keeps ranks in step for greedy search "
+                                  "and sampling only; drop synced_gpus (an unsharded model needs none).")
     if tracer is not None:
         call.tracer = tracer
         tracer.attach(call, chosen.name if strategy is not None else mode(call), wrap=chosen is not SPECULATIVE)
@@ -129,7 +132,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
                  prefix_allowed_tokens_fn: Optional[Callable] = None, assistant_model: Any = None,
                  negative_prompt_ids: Optional[torch.LongTensor] = None,
                  negative_prompt_attention_mask: Optional[torch.LongTensor] = None, past_key_values: Any = None,
-                 inputs_embeds: Optional[torch.FloatTensor] = None,
+                 inputs_embeds: Optional[torch.FloatTensor] = None, synced_gpus: Optional[bool] = None,
                  seed: Any = None, order: Any = None, output_beam_tree: bool = False,
                  **kwargs: Any) -> PreparedCall:
     """Resolve and check the arguments of :func:`generate`; build what a strategy gets, without running the model.
@@ -146,6 +149,8 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         tokenizer: the model's tokenizer; needed for ``stop_strings``.
         prefix_allowed_tokens_fn, negative_prompt_ids, negative_prompt_attention_mask, assistant_model:
             as the reference's arguments of those names.
+        synced_gpus: every ``torch.distributed`` rank keeps stepping (feeding its last tokens, its result
+            unchanged) until all ranks are done, as the reference does for sharded models; None means False.
         inputs_embeds: the prompt as embeddings ``[batch, len, hidden]``, with or without ``input_ids``, fed
             by the prefill as the reference feeds it (:func:`decoding.inputs.prepare_embeds`).
         seed: per-row random streams (an int, or one per row); see :mod:`decoding.seeding`.
@@ -230,7 +235,8 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
                             settings.max_cache_len)
     return PreparedCall(model, settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length,
                         seeds, streamer=streamer, assistant_model=assistant_model, tokenizer=tokenizer,
-                        output_beam_tree=output_beam_tree, model_kwargs=model_kwargs, cache=cache)
+                        output_beam_tree=output_beam_tree, model_kwargs=model_kwargs, cache=cache,
+                        synced_gpus=bool(synced_gpus))
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order: Any = "hf",

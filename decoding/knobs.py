@@ -186,7 +186,9 @@ _CALL_ARGUMENTS = (
     Knob("custom_generate", CALL, "a callable written for model.generate(custom_generate=...), or a local folder "
          "holding custom_generate/generate.py (with trust_remote_code=True); a Hub repository is refused", flag=False),
     Knob("inputs", CALL, "the reference's name for input_ids (give one of the two)", flag=False),
-    # drop-in (issue 12): the prompt as embeddings
+    # drop-in (issue 12): the prompt as embeddings; ranks kept in step
+    Knob("synced_gpus", CALL, "greedy and sampling: every torch.distributed rank keeps stepping until all are done "
+         "(a model sharded across ranks: DeepSpeed ZeRO-3, FSDP); None: False", flag=False),
     Knob("inputs_embeds", CALL, "the prompt as embeddings [batch, len, hidden], fed by the prefill; with or without "
          "input_ids (which then start the returned sequences)", flag=False),
     Knob("seed", CALL, "beyond the reference: an int (row r uses seed + r) or one int >= 0 per row: per-row "
@@ -296,8 +298,6 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("continuous_batching_config", None, "continuous batching" + _NOT_TOKENS, False),
     Refused("is_assistant", None, "the behaviour of generate inside an assistant model", False, off=(False,)),
     Refused("decoder_start_token_id", None, "encoder-decoder generation (decoding runs decoder-only models)", False),
-    Refused("synced_gpus", None, "generation kept in step across GPUs (DeepSpeed ZeRO-3, FSDP)", False,
-            off=(False,), config_field=False),
     Refused("trust_remote_code", None, "a decoding method loaded from the Hub (custom_generate='org/repo'); "
             "accepted (and needed) with a local custom_generate folder", False,
             off=(False,), config_field=False),

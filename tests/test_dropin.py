@@ -468,3 +468,70 @@ def test_custom_generate_hub_name_refused_with_what_to_use(repo, hint):
     ids, _ = padded_prompts([5])
     with pytest.raises(NotImplementedError, match=rf"(?s)Hub repository.*remote code.*{hint}"):
         decoding.generate(model, ids, custom_generate=repo, trust_remote_code=True, max_new_tokens=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# synced_gpus: two gloo processes
+# ------------------------------------------------------------------------------------------------
+
+def _synced_worker(rank, world, store_path, out_dir):
+    """One rank: prompts and lengths of its own; the reference and ours with synced_gpus=True, forwards counted."""
+    import json
+    import os
+
+    import torch.distributed as dist
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
+    try:
+        import copy
+        model = copy.deepcopy(tiny_model("llama"))
+        forwards = []
+        forward = model.forward
+
+        def counting(*args, **kwargs):
+            forwards.append(1)
+            return forward(*args, **kwargs)
+        import functools
+        model.forward = functools.wraps(forward)(counting)
+        ids, mask = padded_prompts([3, 6] if rank == 0 else [5], seed=rank)
+        new = 2 if rank == 0 else 6
+        result = {}
+        for name, kwargs in (("greedy", {}), ("sample", dict(do_sample=True, top_k=20))):
+            torch.manual_seed(rank)
+            reference = model.generate(ids, attention_mask=mask, max_new_tokens=new, synced_gpus=True, **kwargs)
+            forwards.clear()
+            torch.manual_seed(rank)
+            ours = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=new, synced_gpus=True, **kwargs)
+            ours_forwards = len(forwards)
+            torch.manual_seed(rank)
+            alone = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=new, **kwargs)
+            result[name] = dict(reference=reference.tolist(), ours=ours.tolist(), alone=alone.tolist(),
+                                forwards=ours_forwards)
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synced_gpus_every_rank_steps_until_all_are_done(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+    mp.spawn(_synced_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for name in ("greedy", "sample"):
+        for rank in ranks:
+            assert rank[name]["ours"] == rank[name]["reference"] == rank[name]["alone"]
+        # rank 0 is done after 2 tokens but keeps stepping with rank 1 (6 tokens): one prefill + 5 steps each
+        assert ranks[0][name]["forwards"] == ranks[1][name]["forwards"] == 6
+    assert len(ranks[0]["greedy"]["ours"][0]) == 6 + 2 and len(ranks[1]["greedy"]["ours"][0]) == 5 + 6
+
+
+def test_synced_gpus_refused_where_not_kept_in_step():
+    model = tiny_model("llama")
+    ids, _ = padded_prompts([4])
+    with pytest.raises(NotImplementedError, match="synced_gpus"):
+        decoding.generate(model, ids, max_new_tokens=2, num_beams=2, synced_gpus=True)
+    assert torch.equal(decoding.generate(model, ids, max_new_tokens=2, synced_gpus=False),
+                       model.generate(ids, max_new_tokens=2, synced_gpus=False))

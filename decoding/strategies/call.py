@@ -50,6 +50,7 @@ class PreparedCall:
         assistant_model, tokenizer, output_beam_tree: the ``generate`` arguments of those names.
         model_kwargs: the caller's inputs of ``model.forward`` (``token_type_ids``, ``position_ids``, ...),
             rows expanded like ``input_ids``; :meth:`new_runner` passes them on.
+        synced_gpus: every rank of ``torch.distributed`` keeps stepping until all are done (greedy and sampling).
         cache: the cache the runner uses (``past_key_values``, or one built from ``cache_implementation``);
             None: the runner's default ``DynamicCache`` (see :mod:`decoding.caches`).
         tracer: records the per-step trace (``generate(trace=...)``), or None; it observes the
@@ -73,6 +74,7 @@ class PreparedCall:
     output_beam_tree: bool = False
     progress: Optional[Callable[[], torch.LongTensor]] = None
     model_kwargs: Optional[ModelKwargs] = None
+    synced_gpus: bool = False
     cache: Any = None
     tracer: Any = None
 

@@ -24,8 +24,19 @@ from .choosers import Chooser, argmax, multinomial
 from .state import SequenceState
 
 
+def peers_running(this_rank_done: bool, device: torch.device) -> bool:
+    """``synced_gpus``: whether some rank of the default ``torch.distributed`` group still has unfinished rows.
+
+    One ``all_reduce`` of a 0/1 flag per call, as the reference does once per step, so every rank
+    calls it as often as the others and all leave the loop at the same step.
+    """
+    flag = torch.tensor(0.0 if this_rank_done else 1.0, device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.SUM)
+    return bool(flag.item() > 0)
+
+
 def decode(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: LogitsProcessorList,
-           state: SequenceState, choose: Chooser) -> SequenceState:
+           state: SequenceState, choose: Chooser, synced: bool = False) -> SequenceState:
     """Run greedy search or sampling until every row is done.
 
     Args:
@@ -36,15 +47,18 @@ def decode(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: Logits
         state: sequences, done flags, recorded outputs, streaming; returned when every row is done.
         choose: ``[rows, vocab]`` processed scores -> ``[rows]`` tokens (:func:`argmax`,
             :func:`multinomial`, :func:`seeded_draw`, or your own).
+        synced: ``synced_gpus``: a rank whose rows are done keeps feeding its last tokens (the result
+            unchanged) until every rank is done, so that a sharded model's forwards stay in step.
     """
     processors.reset()
     logits = runner.prefill(prompt_ids)                     # [rows, vocab] float32
     while True:
-        scores = processors(state.sequences, logits)
-        state.record(logits, scores, runner.last_output)
-        tokens = state.append(choose(scores))               # finished rows get pad
-        processors.accept(tokens)
-        if state.done:
+        if not state.done:                                  # synced_gpus: a finished rank only keeps stepping
+            scores = processors(state.sequences, logits)
+            state.record(logits, scores, runner.last_output)
+            tokens = state.append(choose(scores))           # finished rows get pad
+            processors.accept(tokens)
+        if not (peers_running(state.done, state.sequences.device) if synced else not state.done):
             return state
         logits = runner.step(tokens)
 
@@ -64,5 +78,5 @@ def sample(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: Logits
 def run(call: PreparedCall):
     """The table's entry for greedy search and sampling: the call's runner, state and chooser, then :func:`decode`."""
     runner, state = call.new_runner(), call.new_state()
-    decode(runner, call.input_ids, call.processors, state, call.chooser(state))
+    decode(runner, call.input_ids, call.processors, state, call.chooser(state), synced=call.synced_gpus)
     return call.finish(state, runner)
