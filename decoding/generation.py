@@ -183,9 +183,6 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         inputs_embeds.device if isinstance(inputs_embeds, torch.Tensor) else torch.device("cpu"))
     eos, pad = special_tokens(settings, device)
     if inputs_embeds is not None:
-        if past_key_values is not None:
-            raise NotImplementedError("inputs_embeds with past_key_values: decoding continues a cache from input_ids "
-                                      "only; pass the new tokens as input_ids, or use model.generate for this call.")
         settings, input_ids, attention_mask = prepare_embeds(model, settings, inputs_embeds, input_ids, attention_mask,
                                                              pad, eos)
         model_kwargs.inputs_embeds = inputs_embeds

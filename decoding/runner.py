@@ -166,9 +166,9 @@ class ModelRunner:
         """
         self.length = self.prompt_length
         embeds = self.inputs.inputs_embeds
-        if embeds is not None:
-            return self._forward(None, self._prompt_positions, first=True, inputs_embeds=embeds.to(self.device),
-                                 **extra)
+        if embeds is not None:     # the whole sequence's embeddings: those past the cached positions are fed
+            return self._forward(None, self._prompt_positions[:, self.past:], first=True,
+                                 inputs_embeds=embeds[:, self.past:].to(self.device), **extra)
         ids = input_ids.to(self.device)
         if self.past and ids.shape[1] == self.prompt_length:
             ids = ids[:, self.past:]

@@ -535,3 +535,41 @@ def test_synced_gpus_refused_where_not_kept_in_step():
         decoding.generate(model, ids, max_new_tokens=2, num_beams=2, synced_gpus=True)
     assert torch.equal(decoding.generate(model, ids, max_new_tokens=2, synced_gpus=False),
                        model.generate(ids, max_new_tokens=2, synced_gpus=False))
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+@pytest.mark.parametrize("name", ["greedy", "sample", "beams"])
+def test_inputs_embeds_with_the_static_cache(with_ids, name):
+    model = tiny_model("llama")
+    ids, mask = padded_prompts([3, 5], 5)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids) + 0.05
+    prompt = dict(input_ids=ids) if with_ids else {}
+    kwargs = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=5, cache_implementation="static",
+                  **prompt, **EMBEDS_MODES[name])
+    torch.manual_seed(1)
+    reference = model.generate(**kwargs)
+    torch.manual_seed(1)
+    assert torch.equal(decoding.generate(model, **kwargs), reference)
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+@pytest.mark.parametrize("name", ["greedy", "sample"])
+def test_inputs_embeds_continuing_a_cache(with_ids, name):
+    """The whole sequence's embeddings with the cache of its first part: only the rest is fed, as the reference does."""
+    import copy
+    model = tiny_model("llama")
+    ids, mask = padded_prompts([3, 5], 6)
+    first = model.generate(ids, attention_mask=mask, max_new_tokens=3, return_dict_in_generate=True)
+    sequence = first.sequences
+    full_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], dim=-1)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(sequence)
+    prompt = dict(input_ids=sequence) if with_ids else {}
+    runs = []
+    for run in (model.generate, lambda **kw: decoding.generate(model, **kw)):
+        torch.manual_seed(2)
+        runs.append(run(inputs_embeds=embeds, attention_mask=full_mask, max_new_tokens=4,
+                        past_key_values=copy.deepcopy(first.past_key_values), **prompt,
+                        **(dict(do_sample=True, top_k=30) if name == "sample" else {})))
+    assert torch.equal(runs[0], runs[1])
