@@ -99,6 +99,10 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     if call.synced_gpus and strategy is None and mode(call) not in ("greedy", "sample"):
         raise NotImplementedError(f"synced_gpus=True with {mode(call)}: decoding keeps ranks in step for greedy search "
                                   "and sampling only; drop synced_gpus (an unsharded model needs none).")
+    if call.synced_gpus and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("synced_gpus=True keeps the ranks of a torch.distributed process group in step, but none is "
+                         "initialised; call torch.distributed.init_process_group(...) in every rank first, or drop "
+                         "synced_gpus (a model that is not sharded across ranks needs none).")
     if tracer is not None:
         call.tracer = tracer
         tracer.attach(call, chosen.name if strategy is not None else mode(call), wrap=chosen is not SPECULATIVE)

@@ -535,6 +535,8 @@ def test_synced_gpus_refused_where_not_kept_in_step():
         decoding.generate(model, ids, max_new_tokens=2, num_beams=2, synced_gpus=True)
     assert torch.equal(decoding.generate(model, ids, max_new_tokens=2, synced_gpus=False),
                        model.generate(ids, max_new_tokens=2, synced_gpus=False))
+    with pytest.raises(ValueError, match="init_process_group"):     # no process group: said before any forward
+        decoding.generate(model, ids, max_new_tokens=2, synced_gpus=True)
 
 
 @pytest.mark.parametrize("with_ids", [False, True])
