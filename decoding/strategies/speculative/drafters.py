@@ -136,7 +136,8 @@ class DraftModel(Drafter):
             return Draft.empty(sequences.rows, limit.device)
         with self._model_view():
             if self.runner is None:
-                self.runner = BlockRunner(self.model, self.prompt_mask, output_device=limit.device)
+                self.runner = BlockRunner(self.model, self.prompt_mask, output_device=limit.device,
+                                          who="the draft model")
                 mask = self._inferred_mask(sequences)
                 logits = self.runner.forward(sequences.buffer[:, :sequences.prompt_length], first=True,
                                              attention_mask=mask)[:, -1]
