@@ -40,6 +40,23 @@ class NonFiniteLogitsError(GenerationInterrupted, ValueError):
         self.rows = list(rows)
 
 
+def require_finite_scores(scores: torch.Tensor) -> None:
+    """Before a draw: raise :class:`NonFiniteLogitsError` where processed scores hold NaN or +inf, or only -inf.
+
+    ``scores``: ``[..., vocab]`` float. Such rows give no probabilities (torch would fail with "probability
+    tensor contains either inf, nan or element < 0"); the step is filled in by the strategy contract.
+    """
+    flat = scores.reshape(-1, scores.shape[-1])
+    bad = (torch.isnan(flat) | torch.isposinf(flat)).any(-1) | torch.isneginf(flat).all(-1)
+    if not bool(bad.any()):
+        return
+    rows = sorted({row // max(1, flat.shape[0] // scores.shape[0]) for row in bad.nonzero().flatten().tolist()})
+    raise NonFiniteLogitsError(
+        f"the processed scores (after the logits processors) hold NaN, +inf or a row of only -inf in rows {rows}, "
+        "so no token can be drawn: a setting overflows float32 (a tiny temperature, a huge penalty or bias) or "
+        "removes every token; the sequences so far are in .partial.", step=None, rows=rows)
+
+
 class GenerationOutOfMemoryError(GenerationInterrupted, MemoryError):
     """The device ran out of memory during generation; the KV cache was freed before this was raised.
 

@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional
 import torch
 from transformers import GenerationConfig
 
-from ..errors import GenerationInterrupted, GenerationKeyboardInterrupt, GenerationOutOfMemoryError
+from ..errors import (GenerationInterrupted, GenerationKeyboardInterrupt, GenerationOutOfMemoryError,
+                      NonFiniteLogitsError)
 from ..outputs import GenerateOutput, is_output
 from ..validation import is_contrastive
 from . import contrastive, dola, sampling
@@ -134,6 +135,9 @@ def run_strategy(strategy: Strategy, call: PreparedCall) -> GenerateOutput:
     except GenerationInterrupted as error:      # raised in the loop (non-finite logits): add the tokens so far
         if error.partial is None:
             error.partial = _partial(call)
+        if isinstance(error, NonFiniteLogitsError) and error.step is None and error.partial is not None:
+            error.step = error.partial.shape[1] - call.prompt_length
+            error.args = (f"step {error.step}: {error.args[0]}",)
         raise
     except (torch.OutOfMemoryError, MemoryError) as error:
         partial = _partial(call)
