@@ -152,8 +152,7 @@ CASES = [
     Case("stopping_criteria not a list", TypeError, ("stopping_criteria", "list of callables"),
          kwargs=dict(stopping_criteria=5)),
     Case("a keyword of the reference decoding does not implement", NotImplementedError,
-         ("num_beam_groups", "does not implement", "model.generate"),
-         kwargs=dict(num_beams=2, num_beam_groups=2, diversity_penalty=1.0)),
+         ("token_healing", "does not implement", "model.generate"), kwargs=dict(token_healing=True)),
 ]
 
 
