@@ -35,6 +35,8 @@ STRATEGIES = {
     "beam sampling": dict(num_beams=2, do_sample=True),   # seeded through torch.manual_seed in gen()
     "draft model": dict(assistant_model="draft", num_assistant_tokens=2),
     "prompt lookup": dict(prompt_lookup_num_tokens=2),
+    "contrastive search": dict(penalty_alpha=0.6, top_k=4),
+    "dola": dict(dola_layers="high"),
 }
 
 
