@@ -37,6 +37,8 @@ STRATEGIES = {
     "prompt lookup": dict(prompt_lookup_num_tokens=2),
     "contrastive search": dict(penalty_alpha=0.6, top_k=4),
     "dola": dict(dola_layers="high"),
+    "group beam search": dict(num_beams=2, num_beam_groups=2, diversity_penalty=0.5),
+    "constrained beam search": dict(num_beams=2, force_words_ids=[[9]]),
 }
 
 
