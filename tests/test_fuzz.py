@@ -1,7 +1,8 @@
 """Fuzz ``decoding.generate``: any keywords, any values, a valid output or a documented error, never a crash.
 
 Hypothesis draws an architecture, a strategy (greedy, sampling, beam search, beam sampling,
-speculative with a draft model, prompt lookup) and then arbitrary keyword combinations: every knob
+speculative with a draft model, prompt lookup, contrastive search, DoLa, diverse and constrained
+beam search) and then arbitrary keyword combinations: every knob
 of :data:`decoding.knobs.KNOBS` and every call argument, with sensible values and nonsense (wrong
 types, tensors where ints go, huge and negative numbers, NaN, typos). Each call must either return a
 well-formed output or raise one of the errors docs/errors.md documents (``ValueError``,
@@ -44,6 +45,10 @@ STRATEGIES = {
     "beam_sample": {"num_beams": 2, "do_sample": True},
     "draft": {"assistant_model": "draft"},
     "prompt_lookup": {"prompt_lookup_num_tokens": 2},
+    "contrastive": {"penalty_alpha": 0.6, "top_k": 4},
+    "dola": {"dola_layers": "high"},
+    "group_beam": {"num_beams": 2, "num_beam_groups": 2, "diversity_penalty": 0.5},
+    "constrained_beam": {"num_beams": 2, "force_words_ids": [[9]]},
 }
 
 #: Values that go anywhere: wrong types, tensors, extremes, NaN, out-of-vocabulary ids.
