@@ -207,6 +207,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         attention_mask = infer_attention_mask(input_ids, pad, eos)
     elif inputs_embeds is None:
         check_attention_mask(attention_mask, input_ids, past_length(past_key_values))
+        attention_mask = attention_mask.long()   # a float or bool 0/1 mask: positions are counted from it
     prompt_length = input_ids.shape[1]
     max_length = resolve_max_length(settings, prompt_length, model, attention_mask,
                                     embeds_length=None if inputs_embeds is None else inputs_embeds.shape[1])

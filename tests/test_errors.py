@@ -229,3 +229,13 @@ def write_docs() -> None:
 
 if __name__ == "__main__":
     write_docs()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_float_or_bool_mask_of_0_and_1_is_accepted(arch):
+    """As the reference accepts it (the fuzzer found GPT-2 counting float positions from a float mask)."""
+    model, ids = tiny_model(arch), torch.tensor([[0, 5, 6, 7], [8, 9, 10, 11]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    expected = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, num_beams=2)
+    for other in (mask.float(), mask.bool()):
+        assert torch.equal(decoding.generate(model, ids, attention_mask=other, max_new_tokens=3, num_beams=2), expected)

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import decoding
+from decoding.constraints import ConstraintsNotMet
 from decoding.errors import GenerationInterrupted, NonFiniteLogitsError
 from decoding.knobs import KNOBS
 from decoding.outputs import is_output
@@ -187,7 +188,7 @@ def run_one(arch: str, kwargs: dict) -> None:
         return
     except GenerationInterrupted as error:
         raise AssertionError(f"the loop failed mid-generation: {error!r}") from error
-    except (ValueError, TypeError, NotImplementedError) as error:
+    except (ValueError, TypeError, NotImplementedError, ConstraintsNotMet) as error:
         assert raised_by_decoding(error), f"{type(error).__name__} from outside decoding: {error}"
         assert str(error), "an error without a message"
         return
