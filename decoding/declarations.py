@@ -83,12 +83,13 @@ class Knob:
     def validate(self, value: Any) -> None:
         """Raise the knob's ``ValueError`` if ``value`` is out of range (``None`` passes when nullable).
 
-        A tensor where a number or a flag goes is refused here for every such knob (its comparisons
-        would give tensors, not answers): pass ``value.item()``.
+        A tensor is refused here for every knob but the special-token ids and the call arguments
+        (its comparisons would give tensors, not answers): pass ``value.item()`` or ``value.tolist()``.
         """
-        if self.type in (int, float, bool) and isinstance(value, torch.Tensor):
-            raise ValueError(f"`{self.name}` must be a plain Python {self.type.__name__}, but is a tensor "
-                             f"({value!r}); pass value.item().")
+        if isinstance(value, torch.Tensor) and self.group not in (CALL, SPECIAL_TOKENS):
+            kind = self.type.__name__ if self.type in (int, float, bool) else "value"
+            raise ValueError(f"`{self.name}` must be a plain Python {kind}, not a tensor ({value!r}); pass "
+                             "value.item() or value.tolist().")
         if self.check is not None and (value is not None or not self.nullable):
             self.check(self.name, value)
 

@@ -7,6 +7,8 @@ derives from the built-in exception a caller would expect, so ``except ValueErro
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 
 
@@ -17,7 +19,61 @@ class GenerationInterrupted(RuntimeError):
     the original exception is the ``__cause__``.
     """
 
-    def __init__(self, message: str, partial: torch.LongTensor):
+    def __init__(self, message: str, partial: Optional[torch.LongTensor] = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+class NonFiniteLogitsError(GenerationInterrupted, ValueError):
+    """The model returned NaN or +inf logits (or a row of only -inf): nothing sensible can be chosen.
+
+    ``step`` is the forward that produced them (0: the prompt's, 1: the one after the first new
+    token, ...), ``rows`` the rows of the expanded batch that hold them, ``partial`` the sequences so
+    far. Usual causes: float16 overflow (load in bfloat16 or float32), a broken checkpoint or
+    quantization. ``remove_invalid_values=True`` replaces them and generation goes on, as in the reference.
+    """
+
+    def __init__(self, message: str, partial: Optional[torch.LongTensor] = None, step: int = 0,
+                 rows: Sequence[int] = ()):
+        super().__init__(message, partial)
+        self.step = step
+        self.rows = list(rows)
+
+
+def require_finite_scores(scores: torch.Tensor) -> None:
+    """Before a draw: raise :class:`NonFiniteLogitsError` where processed scores hold NaN or +inf, or only -inf.
+
+    ``scores``: ``[..., vocab]`` float. Such rows give no probabilities (torch would fail with "probability
+    tensor contains either inf, nan or element < 0"); the step is filled in by the strategy contract.
+    """
+    flat = scores.reshape(-1, scores.shape[-1])
+    bad = (torch.isnan(flat) | torch.isposinf(flat)).any(-1) | torch.isneginf(flat).all(-1)
+    if not bool(bad.any()):
+        return
+    rows = sorted({row // max(1, flat.shape[0] // scores.shape[0]) for row in bad.nonzero().flatten().tolist()})
+    raise NonFiniteLogitsError(
+        f"the processed scores (after the logits processors) hold NaN, +inf or a row of only -inf in rows {rows}, "
+        "so no token can be drawn: a setting overflows float32 (a tiny temperature, a huge penalty or bias) or "
+        "removes every token; the sequences so far are in .partial.", step=None, rows=rows)
+
+
+class GenerationOutOfMemoryError(GenerationInterrupted, MemoryError):
+    """The device ran out of memory during generation; the KV cache was freed before this was raised.
+
+    ``partial`` holds the sequences so far (the prompt alone when the prompt's own forward ran out);
+    the original ``torch.OutOfMemoryError`` is the ``__cause__``. The same process can generate again.
+    """
+
+
+class GenerationKeyboardInterrupt(KeyboardInterrupt):
+    """Ctrl-C during generation, with the sequences so far in ``partial`` (``[rows, length]`` int64).
+
+    Only a ``KeyboardInterrupt`` (not an ``Exception``, so not a :class:`GenerationInterrupted`):
+    ``except Exception`` does not swallow Ctrl-C, and the interpreter's handling of it is unchanged;
+    ``except KeyboardInterrupt as stop: stop.partial`` gets the tokens.
+    """
+
+    def __init__(self, message: str, partial: Optional[torch.LongTensor] = None):
         super().__init__(message)
         self.partial = partial
 

@@ -25,6 +25,7 @@ from .processors.orders import check_order, reorder
 from .runner import model_device
 from .seeding import row_seeds
 from .stopping import build_stopping
+from .streaming import notify_failure
 from .strategies.beam.run import check_beam_arguments
 from .strategies.call import PreparedCall
 from .strategies.contract import (SPECULATIVE, STRATEGIES, mode, run_custom_generate, run_strategy, split_custom_keywords,
@@ -81,35 +82,43 @@ def generate(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     Raises:
         ValueError / TypeError: bad input, before any forward pass; the message names the argument.
         NotImplementedError: a knob of the reference this version does not implement.
-        GenerationInterrupted: an error or Ctrl-C during the loop; ``.partial`` keeps the tokens so far.
+        GenerationInterrupted: an error during the loop; ``.partial`` keeps the tokens so far. Its
+            subclasses ``NonFiniteLogitsError`` (NaN / inf logits: ``.step``, ``.rows``) and
+            ``GenerationOutOfMemoryError`` (KV cache freed, a hint); Ctrl-C gives
+            ``GenerationKeyboardInterrupt`` (a ``KeyboardInterrupt`` with ``.partial``). docs/errors.md.
+        Whatever it raises, a streamer with ``on_error`` (``TextIteratorStreamer``) gets it first.
     """
-    if strategy is not None and custom_generate is not None:
-        raise ValueError("both strategy= and custom_generate= were given; pass one of them (docs/strategies.md).")
-    if custom_generate is not None and not callable(custom_generate):   # a folder (or a refused Hub repository)
-        if not is_folder(custom_generate):
-            raise hub_refusal(custom_generate)
-        function = load_folder(custom_generate, kwargs.pop("trust_remote_code", None))
-        return call_folder(function, model, input_ids, attention_mask, kwargs)
-    custom = split_custom_keywords(custom_generate, kwargs)
-    call = prepare_call(model, input_ids, attention_mask, **kwargs)
-    tracer = make_tracer(trace, call.return_dict, custom_generate)
-    if custom_generate is not None:
-        return run_custom_generate(custom_generate, call, custom)
-    chosen = user_strategy(strategy) if strategy is not None else STRATEGIES[mode(call)]
-    if call.synced_gpus and strategy is None and mode(call) not in ("greedy", "sample"):
-        raise NotImplementedError(f"synced_gpus=True with {mode(call)}: decoding keeps ranks in step for greedy search "
-                                  "and sampling only; drop synced_gpus (an unsharded model needs none).")
-    if call.synced_gpus and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise ValueError("synced_gpus=True keeps the ranks of a torch.distributed process group in step, but none is "
-                         "initialised; call torch.distributed.init_process_group(...) in every rank first, or drop "
-                         "synced_gpus (a model that is not sharded across ranks needs none).")
-    if tracer is not None:
-        call.tracer = tracer
-        tracer.attach(call, chosen.name if strategy is not None else mode(call), wrap=chosen is not SPECULATIVE)
-    out = run_strategy(chosen, call)
-    if tracer is not None:
-        out.trace = tracer.finish(out)
-    return out if call.return_dict else out.sequences
+    try:
+        if strategy is not None and custom_generate is not None:
+            raise ValueError("both strategy= and custom_generate= were given; pass one of them (docs/strategies.md).")
+        if custom_generate is not None and not callable(custom_generate):   # a folder (or a refused Hub repository)
+            if not is_folder(custom_generate):
+                raise hub_refusal(custom_generate)
+            function = load_folder(custom_generate, kwargs.pop("trust_remote_code", None))
+            return call_folder(function, model, input_ids, attention_mask, kwargs)
+        custom = split_custom_keywords(custom_generate, kwargs)
+        call = prepare_call(model, input_ids, attention_mask, **kwargs)
+        tracer = make_tracer(trace, call.return_dict, custom_generate)
+        if custom_generate is not None:
+            return run_custom_generate(custom_generate, call, custom)
+        chosen = user_strategy(strategy) if strategy is not None else STRATEGIES[mode(call)]
+        if call.synced_gpus and strategy is None and mode(call) not in ("greedy", "sample"):
+            raise NotImplementedError(f"synced_gpus=True with {mode(call)}: decoding keeps ranks in step for greedy search "
+                                      "and sampling only; drop synced_gpus (an unsharded model needs none).")
+        if call.synced_gpus and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError("synced_gpus=True keeps the ranks of a torch.distributed process group in step, but none "
+                             "is initialised; call torch.distributed.init_process_group(...) in every rank first, or "
+                             "drop synced_gpus (a model that is not sharded across ranks needs none).")
+        if tracer is not None:
+            call.tracer = tracer
+            tracer.attach(call, chosen.name if strategy is not None else mode(call), wrap=chosen is not SPECULATIVE)
+        out = run_strategy(chosen, call)
+        if tracer is not None:
+            out.trace = tracer.finish(out)
+        return out if call.return_dict else out.sequences
+    except BaseException as error:   # an iterator streamer's consumer (another thread) gets the error, not a hang
+        notify_failure(kwargs.get("streamer"), error)
+        raise
 
 
 def make_tracer(trace: Any, return_dict: bool, custom_generate: Any = None) -> Optional[Tracer]:
@@ -202,6 +211,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
         attention_mask = infer_attention_mask(input_ids, pad, eos)
     elif inputs_embeds is None:
         check_attention_mask(attention_mask, input_ids, past_length(past_key_values))
+        attention_mask = attention_mask.long()   # a float or bool 0/1 mask: positions are counted from it
     prompt_length = input_ids.shape[1]
     max_length = resolve_max_length(settings, prompt_length, model, attention_mask,
                                     embeds_length=None if inputs_embeds is None else inputs_embeds.shape[1])

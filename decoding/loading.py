@@ -18,10 +18,12 @@ and it is a context manager whose exit (or :meth:`LoadedModel.close`) frees the 
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -357,6 +359,16 @@ def _release_module(model: torch.nn.Module) -> None:
     model._decoding_released = True
 
 
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc keeps freed weights for reuse otherwise)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc (musl, ...): nothing to trim
+        pass
+
+
 def release(*objects: Any) -> None:
     """Free models and KV caches now, then collect garbage and empty the accelerator's allocator cache.
 
@@ -371,6 +383,7 @@ def release(*objects: Any) -> None:
         elif hasattr(obj, "layers") and isinstance(obj.layers, list) and hasattr(obj, "get_seq_length"):
             obj.layers.clear()
     gc.collect()
+    _trim_heap()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
     if hasattr(torch, "xpu") and torch.xpu.is_available():

@@ -34,7 +34,26 @@ import torch
 
 from .model_kwargs import ModelKwargs
 from .caches import is_static, past_length, prepared_mask
+from .errors import NonFiniteLogitsError
 from .versions import CACHE_KEYWORD, new_dynamic_cache
+
+
+def check_finite_logits(logits: torch.Tensor, step: int, who: str = "the model") -> None:
+    """Raise :class:`~decoding.errors.NonFiniteLogitsError` where a row holds NaN or +inf, or only -inf.
+
+    ``logits``: ``[rows, vocab]`` or ``[rows, positions, vocab]``; ``step``: the forward's number (0:
+    the prompt's). -inf alone is left alone (a model may mask tokens that way).
+    """
+    flat = logits.reshape(logits.shape[0], -1, logits.shape[-1])
+    bad = (torch.isnan(flat) | torch.isposinf(flat)).flatten(1).any(-1) | torch.isneginf(flat).all(-1).any(-1)
+    if not bool(bad.any()):
+        return
+    rows = bad.nonzero().flatten().tolist()
+    raise NonFiniteLogitsError(
+        f"{who} returned non-finite logits (NaN, +inf or a row of only -inf) at step {step} (0: the prompt's "
+        f"forward) in rows {rows}; the sequences so far are in .partial. Usual causes: float16 overflow (load "
+        "the model in bfloat16 or float32), a broken checkpoint or quantization; remove_invalid_values=True "
+        "replaces them and goes on, as model.generate does.", step=step, rows=rows)
 
 
 def model_device(model: Any) -> torch.device:
@@ -79,13 +98,16 @@ class ModelRunner:
             that :meth:`crop` works once a row is longer than the window (costs that memory).
         model_kwargs: the caller's model inputs (``token_type_ids``, ``position_ids``, ``logits_to_keep``,
             ...; rows expanded like the mask), passed as the reference passes them (:mod:`decoding.model_kwargs`).
+        check_finite: raise :class:`~decoding.errors.NonFiniteLogitsError` on NaN / +inf logits
+            (see :func:`check_finite_logits`); off with ``remove_invalid_values``.
     """
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, max_length: int,
                  use_cache: bool = True, output_device: Optional[torch.device] = None,
                  cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False,
-                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None):
+                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None, check_finite: bool = True):
         self.model = model
+        self.check_finite = check_finite
         self.use_cache = use_cache
         self.device = model_device(model)
         self.output_device = output_device or attention_mask.device
@@ -153,7 +175,10 @@ class ModelRunner:
         out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
                          return_dict=True, **kwargs)
         self.last_output = out
-        return out.logits[:, -1].to(copy=True, dtype=torch.float32, device=self.output_device)
+        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32, device=self.output_device)
+        if self.check_finite:
+            check_finite_logits(logits, self.length - self.prompt_length)
+        return logits
 
     def prefill(self, input_ids: torch.LongTensor, **extra: Any) -> torch.FloatTensor:
         """Run the prompt. ``input_ids``: ``[rows, n]``; returns ``[rows, vocab]`` float32.

@@ -102,7 +102,9 @@ class TextIteratorStreamer(TextStreamer):
     """Hand text to another thread: run ``generate`` in a thread, iterate this object in yours.
 
     ``timeout`` (seconds) bounds each wait for the next piece; it raises ``queue.Empty`` when it
-    runs out. Iteration stops when generation ends.
+    runs out. Iteration stops when generation ends. If generation fails (bad input, a fault,
+    Ctrl-C in the producer), ``decoding.generate`` calls :meth:`on_error` and the next ``next()``
+    in the consumer raises that error, so the consumer never waits for text that will not come.
 
     Example::
 
@@ -125,6 +127,10 @@ class TextIteratorStreamer(TextStreamer):
         if stream_end:
             self.text_queue.put(self.stop_signal, timeout=self.timeout)
 
+    def on_error(self, error: BaseException) -> None:
+        """Called by ``decoding.generate`` (in the producer) when generation fails: the consumer re-raises ``error``."""
+        self.text_queue.put(_Failed(error), timeout=self.timeout)
+
     def __iter__(self):
         return self
 
@@ -132,4 +138,20 @@ class TextIteratorStreamer(TextStreamer):
         value = self.text_queue.get(timeout=self.timeout)
         if value is self.stop_signal:
             raise StopIteration()
+        if isinstance(value, _Failed):
+            raise value.error
         return value
+
+
+class _Failed:
+    """The producer's error, queued for the consumer of a :class:`TextIteratorStreamer`."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def notify_failure(streamer: Any, error: BaseException) -> None:
+    """Tell a streamer with ``on_error(error)`` that generation failed (other streamers are left alone)."""
+    handler = getattr(streamer, "on_error", None)
+    if callable(handler):
+        handler(error)

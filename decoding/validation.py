@@ -160,8 +160,8 @@ def check_call_objects(logits_processor: Any, stopping_criteria: Any, streamer: 
                                 f"{shape}.")
     if streamer is not None and not callable(getattr(streamer, "on_step", None)) and not (
             callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
-        raise TypeError(f"`streamer` has to have put(ids) and end() methods (see decoding.streaming), but is "
-                        f"{_short(streamer)}.")
+        raise TypeError(f"`streamer` has to have put(ids) and end() methods (see decoding.streaming), but is a "
+                        f"{type(streamer).__name__}.")
 
 
 def check_not_yet_implemented(settings: Settings, call_arguments: dict[str, Any]) -> None:

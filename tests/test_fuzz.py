@@ -1,12 +1,14 @@
 """Fuzz ``decoding.generate``: any keywords, any values, a valid output or a documented error, never a crash.
 
 Hypothesis draws an architecture, a strategy (greedy, sampling, beam search, beam sampling,
-speculative with a draft model, prompt lookup) and then arbitrary keyword combinations: every knob
+speculative with a draft model, prompt lookup, contrastive search, DoLa, diverse and constrained
+beam search) and then arbitrary keyword combinations: every knob
 of :data:`decoding.knobs.KNOBS` and every call argument, with sensible values and nonsense (wrong
 types, tensors where ints go, huge and negative numbers, NaN, typos). Each call must either return a
 well-formed output or raise one of the errors docs/errors.md documents (``ValueError``,
-``TypeError``, ``NotImplementedError`` or a class of :mod:`decoding.errors`, other than
-:class:`~decoding.errors.GenerationInterrupted`), raised by ``decoding`` itself: an exception from
+``TypeError``, ``NotImplementedError`` or a class of :mod:`decoding.errors`; of the errors raised
+mid-loop only :class:`~decoding.errors.NonFiniteLogitsError` for scores that the settings made
+overflow), raised by ``decoding`` itself: an exception from
 deep inside torch or transformers is a failure even when its type is allowed.
 
 ``DECODING_FUZZ_EXAMPLES`` sets the example count (default 200, about 30 s); ``DECODING_FUZZ_SEED``
@@ -26,7 +28,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import decoding
-from decoding.errors import GenerationInterrupted
+from decoding.constraints import ConstraintsNotMet
+from decoding.errors import GenerationInterrupted, NonFiniteLogitsError
 from decoding.knobs import KNOBS
 from decoding.outputs import is_output
 from tests.models import VOCAB, tiny_model
@@ -43,6 +46,10 @@ STRATEGIES = {
     "beam_sample": {"num_beams": 2, "do_sample": True},
     "draft": {"assistant_model": "draft"},
     "prompt_lookup": {"prompt_lookup_num_tokens": 2},
+    "contrastive": {"penalty_alpha": 0.6, "top_k": 4},
+    "dola": {"dola_layers": "high"},
+    "group_beam": {"num_beams": 2, "num_beam_groups": 2, "diversity_penalty": 0.5},
+    "constrained_beam": {"num_beams": 2, "force_words_ids": [[9]]},
 }
 
 #: Values that go anywhere: wrong types, tensors, extremes, NaN, out-of-vocabulary ids.
@@ -176,9 +183,12 @@ def run_one(arch: str, kwargs: dict) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = decoding.generate(model, prompt, **kwargs)
+    except NonFiniteLogitsError as error:   # settings that overflow the scores (a tiny temperature, a huge bias)
+        assert "processed scores" in str(error), f"a healthy model gave non-finite logits: {error}"
+        return
     except GenerationInterrupted as error:
         raise AssertionError(f"the loop failed mid-generation: {error!r}") from error
-    except (ValueError, TypeError, NotImplementedError) as error:
+    except (ValueError, TypeError, NotImplementedError, ConstraintsNotMet) as error:
         assert raised_by_decoding(error), f"{type(error).__name__} from outside decoding: {error}"
         assert str(error), "an error without a message"
         return

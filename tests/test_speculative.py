@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import decoding
+import decoding.streaming
 import decoding.strategies.speculative.loop as speculative
 from decoding.strategies.speculative.drafters import Draft
 from decoding.strategies.speculative.setup import supports_early_exit

@@ -103,7 +103,7 @@ class PreparedCall:
         options = dict(use_cache=bool(self.settings.use_cache), output_device=self.input_ids.device,
                        output_attentions=bool(self.settings.output_attentions),
                        output_hidden_states=bool(self.settings.output_hidden_states), model_kwargs=self.model_kwargs,
-                       cache=self.cache)
+                       cache=self.cache, check_finite=not self.settings.remove_invalid_values)
         options.update(overrides)
         return ModelRunner(self.model, self.attention_mask, self.max_length, **options)
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import require_finite_scores
 from ..seeding import seeded_multinomial
 from .state import SequenceState
 
@@ -31,6 +32,7 @@ def multinomial(scores: torch.FloatTensor) -> torch.LongTensor:
     rows included, so the random stream advances exactly as in ``model.generate``.
     """
     # reference quirk: finished rows draw too, so the random stream advances as the reference's.
+    require_finite_scores(scores)
     probs = torch.softmax(scores, dim=-1)
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
@@ -43,6 +45,7 @@ def seeded_draw(seeds: list[int], state: SequenceState) -> Chooser:
     """
     def draw(scores: torch.FloatTensor) -> torch.LongTensor:
         step = state.length - state.prompt_length           # a Python int: no host sync
+        require_finite_scores(scores)
         return seeded_multinomial(torch.softmax(scores, dim=-1), seeds, [step] * len(seeds))
     return draw
 

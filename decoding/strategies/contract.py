@@ -17,14 +17,17 @@ settings, inputs, pipeline, criteria, streamer and per-row seeds, and ``call.new
 
 from __future__ import annotations
 
+import gc
 import inspect
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 from transformers import GenerationConfig
 
-from ..errors import GenerationInterrupted
+from ..errors import (GenerationInterrupted, GenerationKeyboardInterrupt, GenerationOutOfMemoryError,
+                      NonFiniteLogitsError)
 from ..outputs import GenerateOutput, is_output
 from ..validation import is_contrastive
 from . import contrastive, dola, sampling
@@ -95,26 +98,65 @@ def user_strategy(fn: Any) -> Strategy:
     return Strategy(getattr(fn, "__name__", type(fn).__name__), fn)
 
 
+def _partial(call: PreparedCall) -> Optional[torch.LongTensor]:
+    """The sequences so far (what ``call.keep_partial`` registered), or None."""
+    return call.progress() if call.progress is not None else None
+
+
+def free_memory(error: BaseException) -> None:
+    """Drop what the failed loop still holds (its frames' locals: runner, KV cache) and return it to the device."""
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+OUT_OF_MEMORY_HINT = ("The KV cache was freed. To fit, try a smaller batch (fewer prompts, num_beams or "
+                      "num_return_sequences), a quantized model (decoding.load(..., quantization='4bit')), or a "
+                      "shorter max_new_tokens.")
+
+
 def run_strategy(strategy: Strategy, call: PreparedCall) -> GenerateOutput:
-    """Check, then run ``strategy`` on ``call``; an error after the first new token keeps the tokens so far.
+    """Check, then run ``strategy`` on ``call``; a failure in the loop keeps the tokens so far.
 
     Raises:
-        GenerationInterrupted: the loop failed (or Ctrl-C) after generating; ``.partial`` holds the
-            sequences so far (what ``call.keep_partial`` registered), the original error is the cause.
+        NonFiniteLogitsError: the model returned NaN / inf logits; ``.partial``, ``.step``, ``.rows``.
+        GenerationOutOfMemoryError: out of memory (KV cache freed); ``.partial`` (the prompt when the
+            prompt's forward ran out).
+        GenerationKeyboardInterrupt: Ctrl-C after the first new token; ``.partial``.
+        GenerationInterrupted: any other error after the first new token; ``.partial`` holds the sequences
+            so far, the original error is the cause. Before the first new token the error is raised as it is.
         TypeError: the strategy returned something other than a ``GenerateOutput`` or ``SequenceState``.
     """
     if strategy.check is not None:
         strategy.check(call)
     try:
         result = strategy.run(call)
+    except GenerationInterrupted as error:      # raised in the loop (non-finite logits): add the tokens so far
+        if error.partial is None:
+            error.partial = _partial(call)
+        if isinstance(error, NonFiniteLogitsError) and error.step is None and error.partial is not None:
+            error.step = error.partial.shape[1] - call.prompt_length
+            error.args = (f"step {error.step}: {error.args[0]}",)
+        raise
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        partial = _partial(call)
+        free_memory(error)
+        new = 0 if partial is None else partial.shape[1] - call.prompt_length
+        raise GenerationOutOfMemoryError(
+            f"{strategy.name} ran out of memory after {new} new tokens ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); the sequences so far are in .partial. "
+            f"{OUT_OF_MEMORY_HINT}", partial) from error
     except (Exception, KeyboardInterrupt) as error:
-        partial = call.progress() if call.progress is not None else None
+        partial = _partial(call)
         new = 0 if partial is None else partial.shape[1] - call.prompt_length
         if new <= 0:
             raise
-        raise GenerationInterrupted(
-            f"{strategy.name} stopped after {new} new tokens by {type(error).__name__}: {error}; the tokens so far "
-            f"({list(partial.shape)}) are in .partial", partial) from error
+        message = (f"{strategy.name} stopped after {new} new tokens by {type(error).__name__}: {error}; the tokens "
+                   f"so far ({list(partial.shape)}) are in .partial")
+        if isinstance(error, KeyboardInterrupt):
+            raise GenerationKeyboardInterrupt(message, partial) from error
+        raise GenerationInterrupted(message, partial) from error
     if isinstance(result, SequenceState):
         result = call.finish(result)
     if not is_output(result):

@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
+from ...errors import require_finite_scores
 from ...processors import LogitsProcessorList
 from ...processors.base import capabilities
 from ...runner import ModelRunner, widened
@@ -260,6 +261,7 @@ def pick_candidates(totals: torch.FloatTensor, state: BeamState, config: BeamCon
     """
     k = config.candidates
     if config.do_sample:
+        require_finite_scores(totals)
         flat_index = torch.multinomial(torch.softmax(totals, dim=-1), num_samples=k)
         scores = torch.gather(totals, 1, flat_index)
         if BEAM_SAMPLE_SORTS_DRAWS:

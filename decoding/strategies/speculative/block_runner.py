@@ -30,7 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from ...model_kwargs import ModelKwargs
-from ...runner import model_device
+from ...runner import check_finite_logits, model_device
 from ...versions import CACHE_KEYWORD, new_dynamic_cache
 
 
@@ -61,8 +61,10 @@ class BlockRunner:
     """
 
     def __init__(self, model: Any, prompt_mask: torch.Tensor, output_device: Optional[torch.device] = None,
-                 model_kwargs: Optional[ModelKwargs] = None):
+                 model_kwargs: Optional[ModelKwargs] = None, check_finite: bool = True, who: str = "the model"):
         self.model = model
+        self.check_finite = check_finite   # NonFiniteLogitsError on NaN / +inf logits (runner.check_finite_logits)
+        self.who = who
         self.device = model_device(model)
         self.output_device = output_device or prompt_mask.device
         self.prompt_mask = prompt_mask.to(self.device).long()
@@ -110,7 +112,10 @@ class BlockRunner:
         out = self.model(input_ids=tokens.to(self.device), position_ids=positions, use_cache=True,
                          **{CACHE_KEYWORD: self.cache}, **kwargs)
         self.forwards += 1
-        return out.logits[:, -num_logits:].to(dtype=torch.float32, device=self.output_device)
+        logits = out.logits[:, -num_logits:].to(dtype=torch.float32, device=self.output_device)
+        if self.check_finite:
+            check_finite_logits(logits, self.forwards - 1, self.who)
+        return logits
 
     def verify(self, sequences: Any, drafts: torch.LongTensor) -> torch.FloatTensor:
         """The target's step of a round: one forward over each row's newest token followed by its drafts.

@@ -27,6 +27,7 @@ from .block_runner import BlockRunner
 from ...inputs import infer_attention_mask
 from ...processors import LogitsProcessorList, build_pipeline
 from .ragged import RaggedSequences
+from ...errors import require_finite_scores
 from ...seeding import seeded_multinomial
 
 
@@ -136,7 +137,8 @@ class DraftModel(Drafter):
             return Draft.empty(sequences.rows, limit.device)
         with self._model_view():
             if self.runner is None:
-                self.runner = BlockRunner(self.model, self.prompt_mask, output_device=limit.device)
+                self.runner = BlockRunner(self.model, self.prompt_mask, output_device=limit.device,
+                                          who="the draft model")
                 mask = self._inferred_mask(sequences)
                 logits = self.runner.forward(sequences.buffer[:, :sequences.prompt_length], first=True,
                                              attention_mask=mask)[:, -1]
@@ -153,6 +155,7 @@ class DraftModel(Drafter):
                 if self.do_sample and self.seeds is not None:
                     token = self._seeded_draw(step_scores, sequences.lengths - sequences.prompt_length + j, drafting)
                 elif self.do_sample:
+                    require_finite_scores(step_scores)
                     token = torch.multinomial(torch.softmax(step_scores, -1), num_samples=1).squeeze(1)
                 else:
                     token = step_scores.argmax(-1)
@@ -182,6 +185,7 @@ class DraftModel(Drafter):
         token = scores.argmax(-1)
         rows = drafting.nonzero().flatten()
         index = rows.tolist()
+        require_finite_scores(scores[rows])
         token[rows] = seeded_multinomial(torch.softmax(scores[rows], -1), [self.seeds[r] for r in index],
                                          steps[rows].tolist())
         return token

@@ -34,6 +34,7 @@ from .block_runner import BlockRunner
 from .drafters import Draft, Drafter
 from ...processors import LogitsProcessorList
 from .ragged import RaggedSequences
+from ...errors import require_finite_scores
 from ...seeding import seeded_multinomial
 from ...stopping import StoppingCriteriaList
 from ..state import StepOutputs
@@ -134,6 +135,7 @@ def seeded_target_tokens(scores: torch.FloatTensor, draft: Draft, seeds: list[in
     for i in range(width):
         if not drawing:
             break
+        require_finite_scores(scores[drawing, i])
         picks = seeded_multinomial(scores[drawing, i].softmax(dim=-1), [seeds[r] for r in drawing],
                                    [generated[r] + i for r in drawing])
         chosen[drawing, i] = picks
@@ -152,6 +154,7 @@ def accept_speculative_sampling(draft: Draft, scores: torch.FloatTensor) -> tupl
     ``scores``: ``[rows, gamma + 1, vocab]`` the target's processed scores; ``draft.scores`` are the
     draft's. Returns ``(tokens [rows, gamma + 1], n_accepted [rows])``.
     """
+    require_finite_scores(scores)
     gamma, drafted = draft.width, draft.tokens[:, :, None]
     q = draft.scores.softmax(dim=-1)                                         # [rows, gamma, vocab]
     p = scores.softmax(dim=-1)                                               # [rows, gamma + 1, vocab]
@@ -206,6 +209,7 @@ def acceptance_rule(do_sample: bool, seeds: Optional[list[int]] = None) -> Accep
     def sampled(draft, scores, sequences, active):
         if draft.scores is not None and draft.width > 0:
             return accept_speculative_sampling(draft, scores)
+        require_finite_scores(scores)
         probs = scores.softmax(dim=-1).reshape(-1, scores.shape[-1])              # one draw per position
         return accept_greedy(draft, torch.multinomial(probs, num_samples=1).view(scores.shape[:2]))
 

@@ -50,7 +50,7 @@ def run(call: PreparedCall) -> GenerateOutput:
     sequences = RaggedSequences(call.input_ids, call.max_length, fill=fill)
     call.keep_partial(lambda: sequences.padded(fill))
     target = BlockRunner(call.model, call.attention_mask, output_device=call.input_ids.device,
-                         model_kwargs=call.model_kwargs)
+                         model_kwargs=call.model_kwargs, check_finite=not call.settings.remove_invalid_values)
     rounds = Rounds(SpeculationStats(drafter.name), StepOutputs(call.wants("scores"), call.wants("logits")), streamer)
     rounds.observer = call.tracer.speculation_round if call.tracer is not None else None
     # with several rows, the length limit is per row (rows grow by different amounts): the loop checks it
