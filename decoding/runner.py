@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -79,13 +79,17 @@ class ModelRunner:
             that :meth:`crop` works once a row is longer than the window (costs that memory).
         model_kwargs: the caller's model inputs (``token_type_ids``, ``position_ids``, ``logits_to_keep``,
             ...; rows expanded like the mask), passed as the reference passes them (:mod:`decoding.model_kwargs`).
+        decode_forward: called instead of ``model`` for the forwards of one token per row after the
+            prefill (the compiled step of :mod:`decoding.compiled`, on a static cache), or None.
     """
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, max_length: int,
                  use_cache: bool = True, output_device: Optional[torch.device] = None,
                  cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False,
-                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None):
+                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None,
+                 decode_forward: Optional[Callable[..., Any]] = None):
         self.model = model
+        self.decode_forward = decode_forward     # the compiled step (decoding/compiled.py), or None
         self.use_cache = use_cache
         self.device = model_device(model)
         self.output_device = output_device or attention_mask.device
@@ -150,7 +154,10 @@ class ModelRunner:
             mask = prepared_mask(self.model, self.cache, mask, position_ids, fed, first)
         if mask is not None:
             kwargs["attention_mask"] = mask
-        out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
+        forward = self.model
+        if self.decode_forward is not None and not first and input_ids.shape[1] == 1:
+            forward = self.decode_forward
+        out = forward(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
                          return_dict=True, **kwargs)
         self.last_output = out
         return out.logits[:, -1].to(copy=True, dtype=torch.float32, device=self.output_device)
