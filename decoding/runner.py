@@ -59,6 +59,14 @@ def widened(buffer: torch.Tensor, needed: int, limit: int, fill: Any) -> torch.T
     return grown
 
 
+def _fresh(value: Any) -> Any:
+    """A tensor (or each tensor of a dict) with the standard contiguous strides, also along its size-1
+    dimensions; anything else as it is."""
+    if isinstance(value, dict):
+        return {key: _fresh(item) for key, item in value.items()}
+    return value.clone(memory_format=torch.contiguous_format) if isinstance(value, torch.Tensor) else value
+
+
 class ModelRunner:
     """Owns the KV cache, the attention mask and the position ids of one generation.
 
@@ -156,7 +164,9 @@ class ModelRunner:
             kwargs["attention_mask"] = mask
         forward = self.model
         if self.decode_forward is not None and not first and input_ids.shape[1] == 1:
-            forward = self.decode_forward
+            # the compiled step guards on exact strides: give it freshly laid out tensors (no recompiles)
+            forward, input_ids, position_ids = self.decode_forward, _fresh(input_ids), _fresh(position_ids)
+            kwargs = {name: _fresh(value) for name, value in kwargs.items()}
         out = forward(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
                          return_dict=True, **kwargs)
         self.last_output = out
