@@ -52,7 +52,8 @@ def test_compile_options_are_the_compile_configs_fields():
                                             "mode": "max-autotune"}
     with_options = compile_options(transformers.CompileConfig(options={"trace.enabled": False}), CPU)
     assert with_options["options"] == {"trace.enabled": False} and "mode" not in with_options
-    assert compile_options(None, CPU)["mode"] == "default" and compile_options(None, CUDA)["mode"] == "reduce-overhead"
+    assert compile_options(None, CPU)["options"] == {"freezing": True} and "mode" not in compile_options(None, CPU)
+    assert compile_options(None, CUDA)["mode"] == "reduce-overhead"
     assert compile_options(None, CPU)["dynamic"] is False
 
 
@@ -70,6 +71,18 @@ def test_the_call_gets_a_compiled_step_only_when_it_compiles():
     # one compiled callable per model and options, kept on the model
     assert call.compiled is prepare_call(model, ids, compile=True, **common).compiled
     assert call.compiled is compiled_step(model, compile_options(None, CPU))
+
+
+def test_a_changed_weight_compiles_again_with_frozen_weights():
+    """Freezing makes the weights constants of the graph: a weight changed in place gets a new compiled step."""
+    import copy
+    model = copy.deepcopy(tiny_model("llama"))
+    options = compile_options(None, CPU)
+    first = compiled_step(model, options)
+    assert compiled_step(model, options) is first
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    assert compiled_step(model, options) is not first
 
 
 @pytest.mark.parametrize("kwargs, says", [
