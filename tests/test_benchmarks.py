@@ -15,6 +15,7 @@ SHORT_RUNS = {
     "speculative.py": ["--new-tokens", "6", "--repeats", "1", "--threads", "1", "--exit-layer", "28"],
     "memory.py": ["--new-tokens", "1000", "--repeats", "1", "--threads", "1"],
     "chat_cache.py": ["--turns", "2", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
+    "compiled.py": ["--tiny", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
 }
 
 
