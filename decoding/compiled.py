@@ -44,14 +44,16 @@ def compile_options(compile_config: Any, device: torch.device) -> dict[str, Any]
 
     Without a config: ``fullgraph=False, dynamic=False`` (one graph per shape: the static cache and
     the bucketed length keep them few), the inductor backend, and ``mode="reduce-overhead"`` (CUDA
-    graphs) on CUDA; on the CPU inductor's ``freezing`` (the weights become constants of the graph,
-    prepacked for oneDNN: about 1.3x faster than without at batch 1; :func:`compiled_step` compiles
-    again if a weight changes). With a config, its ``fullgraph``, ``dynamic``, ``backend``,
-    ``mode`` and ``options``, as the reference passes them.
+    graphs) on CUDA; on the CPU inductor's ``freezing`` (the weights become constants of the graph;
+    :func:`compiled_step` compiles again if a weight changes) and ``cpp_wrapper`` (the graph is
+    called from C++, not Python: at batch 1 on a small model the step's own overhead is most of its
+    time). With a config, its ``fullgraph``, ``dynamic``, ``backend``, ``mode`` and ``options``, as
+    the reference passes them.
     """
     if compile_config is None:
         if device.type == "cpu":
-            return {"fullgraph": False, "dynamic": False, "backend": "inductor", "options": {"freezing": True}}
+            return {"fullgraph": False, "dynamic": False, "backend": "inductor",
+                    "options": {"freezing": True, "cpp_wrapper": True}}
         return {"fullgraph": False, "dynamic": False, "backend": "inductor",
                 "mode": "reduce-overhead" if device.type == "cuda" else "default"}
     values = compile_config if isinstance(compile_config, dict) else vars(compile_config)

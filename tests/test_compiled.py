@@ -52,7 +52,7 @@ def test_compile_options_are_the_compile_configs_fields():
                                             "mode": "max-autotune"}
     with_options = compile_options(transformers.CompileConfig(options={"trace.enabled": False}), CPU)
     assert with_options["options"] == {"trace.enabled": False} and "mode" not in with_options
-    assert compile_options(None, CPU)["options"] == {"freezing": True} and "mode" not in compile_options(None, CPU)
+    assert compile_options(None, CPU)["options"] == {"freezing": True, "cpp_wrapper": True} and "mode" not in compile_options(None, CPU)
     assert compile_options(None, CUDA)["mode"] == "reduce-overhead"
     assert compile_options(None, CPU)["dynamic"] is False
 
