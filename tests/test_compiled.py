@@ -73,6 +73,18 @@ def test_the_call_gets_a_compiled_step_only_when_it_compiles():
     assert call.compiled is compiled_step(model, compile_options(None, CPU))
 
 
+def test_a_model_with_its_own_hooks_is_compiled_through_call():
+    """Hooks registered on the model itself run in ``__call__``: the compiled step keeps them."""
+    import copy
+    model = copy.deepcopy(tiny_model("llama"))
+    seen = []
+    model.register_forward_hook(lambda module, args, kwargs_out: seen.append(1))
+    ids, mask = prompts(1, 2)
+    decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, compile=True,
+                      compile_config=everywhere(backend="eager"))
+    assert len(seen) == 4          # the prefill and the three compiled steps
+
+
 def test_a_changed_weight_compiles_again_with_frozen_weights():
     """Freezing makes the weights constants of the graph: a weight changed in place gets a new compiled step."""
     import copy
