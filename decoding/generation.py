@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from .caches import build_cache, check_cache_request, check_continuation, normalized, past_length, take_cache
+from .caches import (STATIC, build_cache, check_cache_request, check_continuation, is_static, normalized, past_length,
+                     take_cache)
+from .compiled import bucket_length, check_compile_request, compile_options, compiled_step, wants_compile
 from .config import resolve_settings
 from .insight.trace import Tracer
 from .inputs import (expand_rows, infer_attention_mask, prepare_embeds, resolve_max_length, special_tokens,
@@ -185,6 +187,7 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     check_settings(settings)
     check_cache_request(settings.cache_implementation, settings.cache_config, past_key_values,
                         bool(settings.use_cache), model_device(model))
+    check_compile_request(settings.compile, settings.cache_implementation, past_key_values, bool(settings.use_cache))
     check_call_objects(logits_processor, stopping_criteria, streamer)
     check_order(order)
     check_beam_arguments(settings, streamer, output_beam_tree, seed)
@@ -240,14 +243,32 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
-    cache = past_key_values
-    if cache is None and settings.use_cache and normalized(settings.cache_implementation) is not None:
-        cache = build_cache(model, settings.cache_implementation, max_length, settings.cache_config,
-                            settings.max_cache_len)
+    cache, compiled = _cache_and_compiled_step(model, settings, past_key_values, max_length)
     return PreparedCall(model, settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length,
                         seeds, streamer=streamer, assistant_model=assistant_model, tokenizer=tokenizer,
                         output_beam_tree=output_beam_tree, model_kwargs=model_kwargs, cache=cache,
-                        synced_gpus=bool(synced_gpus))
+                        synced_gpus=bool(synced_gpus), compiled=compiled)
+
+
+def _cache_and_compiled_step(model: Any, settings: Any, past_key_values: Any, max_length: int) -> tuple[Any, Any]:
+    """The call's cache (the caller's, one built from ``cache_implementation``, or None: the runner's
+    default) and its compiled decode step (None: eager), as :mod:`decoding.compiled` decides."""
+    implementation = normalized(settings.cache_implementation)
+    if settings.compile and implementation is None and past_key_values is None:
+        implementation = "static"                  # compile=True builds the static cache it runs on
+    device = model_device(model)
+    compiling = bool(settings.use_cache) and wants_compile(
+        settings.compile, settings.disable_compile, settings.compile_config,
+        implementation in STATIC if past_key_values is None else is_static(past_key_values), device)
+    cache = past_key_values
+    if cache is None and settings.use_cache and implementation is not None:
+        max_cache_len = settings.max_cache_len
+        if compiling:                               # one cache shape, so one graph, for prompts of any length
+            max_cache_len = bucket_length(max(max_length - 1, max_cache_len or 0))
+        cache = build_cache(model, implementation, max_length, settings.cache_config, max_cache_len)
+    if not compiling:
+        return cache, None
+    return cache, compiled_step(model, compile_options(settings.compile_config, device))
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order: Any = "hf",

@@ -222,10 +222,26 @@ _CACHE_KNOBS = (
 )
 
 
+# compiled path (issue 15, decoding/compiled.py): the decode step captured with torch.compile
+_COMPILE_KNOBS = (
+    Knob("compile", STRATEGY, "beyond the reference: True compiles the decode step with torch.compile on a static "
+         "cache (built when cache_implementation is unset; its length bucketed to a multiple of 64), on any device "
+         "(on the CPU with inductor's freezing and C++ wrapper); None: as the reference decides (docs/performance.md)", type=bool, check=check_bool, values="True, False",
+         flag=False),
+    Knob("compile_config", STRATEGY, "a transformers CompileConfig: its fullgraph, dynamic, backend, mode and "
+         "options go to torch.compile; it compiles by itself on an accelerator, or with _compile_all_devices, as the "
+         "reference's", check=Check(lambda v: isinstance(v, dict) or hasattr(v, "fullgraph"),
+                                     "must be a transformers.CompileConfig (or a dict of its fields)",
+                                     "a CompileConfig"), flag=False),
+    Knob("disable_compile", STRATEGY, "True never compiles (wins over compile=True and compile_config)",
+         default=False, type=bool, check=check_bool, values="True, False", flag=False),
+)
+
+
 def _table() -> dict[str, Knob]:
     """The reference's knobs, the registered samplers' knobs and the call arguments, by group (GROUPS order)."""
     declared = [*_REFERENCE_KNOBS, *(knob for sampler in SAMPLERS for knob in sampler.knobs), *_CALL_ARGUMENTS,
-                *_CACHE_KNOBS]
+                *_CACHE_KNOBS, *_COMPILE_KNOBS]
     table: dict[str, Knob] = {}
     for knob in sorted(declared, key=lambda k: GROUPS.index(k.group)):   # stable: declaration order within a group
         if knob.name in table:
@@ -290,10 +306,6 @@ REFUSED: dict[str, Refused] = {r.name: r for r in (
     Refused("assistant_tokenizer", None, _UAD, True, config_field=False),
     Refused("assistant_lookbehind", 10, _UAD, False),
     Refused("target_lookbehind", 10, _UAD, False),
-    Refused("compile_config", None, "torch.compile of the forward pass (planned: issue 15's compiled path, built "
-            "on cache_implementation='static', which runs today without compile)" + _NOT_TOKENS, False),
-    Refused("disable_compile", None, "compilation settings (decoding never compiles: either value passes)", False,
-            off=(False, True)),
     Refused("prefill_chunk_size", None, "a prompt prefilled in chunks" + _NOT_TOKENS, False),
     Refused("continuous_batching_config", None, "continuous batching" + _NOT_TOKENS, False),
     Refused("is_assistant", None, "the behaviour of generate inside an assistant model", False, off=(False,)),

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -78,6 +78,14 @@ def widened(buffer: torch.Tensor, needed: int, limit: int, fill: Any) -> torch.T
     return grown
 
 
+def _fresh(value: Any) -> Any:
+    """A tensor (or each tensor of a dict) with the standard contiguous strides, also along its size-1
+    dimensions; anything else as it is."""
+    if isinstance(value, dict):
+        return {key: _fresh(item) for key, item in value.items()}
+    return value.clone(memory_format=torch.contiguous_format) if isinstance(value, torch.Tensor) else value
+
+
 class ModelRunner:
     """Owns the KV cache, the attention mask and the position ids of one generation.
 
@@ -100,14 +108,18 @@ class ModelRunner:
             ...; rows expanded like the mask), passed as the reference passes them (:mod:`decoding.model_kwargs`).
         check_finite: raise :class:`~decoding.errors.NonFiniteLogitsError` on NaN / +inf logits
             (see :func:`check_finite_logits`); off with ``remove_invalid_values``.
+        decode_forward: called instead of ``model`` for the forwards of one token per row after the
+            prefill (the compiled step of :mod:`decoding.compiled`, on a static cache), or None.
     """
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, max_length: int,
                  use_cache: bool = True, output_device: Optional[torch.device] = None,
                  cache: Any = None, output_attentions: bool = False, output_hidden_states: bool = False,
-                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None, check_finite: bool = True):
+                 croppable: bool = False, model_kwargs: Optional[ModelKwargs] = None, check_finite: bool = True,
+                 decode_forward: Optional[Callable[..., Any]] = None):
         self.model = model
         self.check_finite = check_finite
+        self.decode_forward = decode_forward     # the compiled step (decoding/compiled.py), or None
         self.use_cache = use_cache
         self.device = model_device(model)
         self.output_device = output_device or attention_mask.device
@@ -172,7 +184,12 @@ class ModelRunner:
             mask = prepared_mask(self.model, self.cache, mask, position_ids, fed, first)
         if mask is not None:
             kwargs["attention_mask"] = mask
-        out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
+        forward = self.model
+        if self.decode_forward is not None and not first and input_ids.shape[1] == 1:
+            # the compiled step guards on exact strides: give it freshly laid out tensors (no recompiles)
+            forward, input_ids, position_ids = self.decode_forward, _fresh(input_ids), _fresh(position_ids)
+            kwargs = {name: _fresh(value) for name, value in kwargs.items()}
+        out = forward(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
                          return_dict=True, **kwargs)
         self.last_output = out
         logits = out.logits[:, -1].to(copy=True, dtype=torch.float32, device=self.output_device)

@@ -16,6 +16,7 @@ SHORT_RUNS = {
     "memory.py": ["--new-tokens", "1000", "--repeats", "1", "--threads", "1"],
     "chat_cache.py": ["--turns", "2", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
     "long_use.py": ["--calls", "8", "--threads", "1"],
+    "compiled.py": ["--tiny", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
 }
 
 

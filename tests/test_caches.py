@@ -291,13 +291,6 @@ def test_names_that_cannot_run_here_are_refused_by_name(name, error, says):
         decoding.generate(model, prompts(1, 0)[0], max_new_tokens=2, cache_implementation=name)
 
 
-def test_compile_config_stays_refused_with_a_pointer_to_the_plan():
-    model = tiny_model("llama")
-    with pytest.raises(NotImplementedError, match="compile_config.*issue 15.*cache_implementation='static'"):
-        decoding.generate(model, prompts(1, 0)[0], max_new_tokens=2,
-                          compile_config=transformers.CompileConfig())
-
-
 def test_speculation_refuses_a_static_cache():
     """As the reference before 5.24 (5.24 runs it: a deliberate difference there)."""
     from packaging.version import Version

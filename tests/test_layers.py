@@ -22,6 +22,7 @@ LAYERS = [
     ["decoding.versions"],   # the reference-release switches (it warns with an errors.py class)
     ["decoding.declarations"],
     ["decoding.caches"],
+    ["decoding.compiled"],
     ["decoding.runner"],
     ["decoding.processors"],
     ["decoding.knobs"],

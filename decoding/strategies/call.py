@@ -55,6 +55,7 @@ class PreparedCall:
             None: the runner's default ``DynamicCache`` (see :mod:`decoding.caches`).
         tracer: records the per-step trace (``generate(trace=...)``), or None; it observes the
             pipeline and every state made by :meth:`new_state` (see ``decoding.insight.trace``).
+        compiled: the compiled decode step (``compile=True``, :mod:`decoding.compiled`), or None (eager).
     """
 
     model: Any
@@ -77,6 +78,7 @@ class PreparedCall:
     synced_gpus: bool = False
     cache: Any = None
     tracer: Any = None
+    compiled: Any = None
 
     @property
     def rows(self) -> int:
@@ -103,7 +105,8 @@ class PreparedCall:
         options = dict(use_cache=bool(self.settings.use_cache), output_device=self.input_ids.device,
                        output_attentions=bool(self.settings.output_attentions),
                        output_hidden_states=bool(self.settings.output_hidden_states), model_kwargs=self.model_kwargs,
-                       cache=self.cache, check_finite=not self.settings.remove_invalid_values)
+                       cache=self.cache, check_finite=not self.settings.remove_invalid_values,
+                       decode_forward=self.compiled)
         options.update(overrides)
         return ModelRunner(self.model, self.attention_mask, self.max_length, **options)
 

@@ -1,0 +1,150 @@
+"""The compiled path: the decode step captured with ``torch.compile`` on top of the static cache.
+
+Opt-in. ``compile=True`` (a knob of ours) compiles on any device; left unset, a call compiles as the
+reference decides it (``_valid_auto_compile_criteria``): a static cache, a ``compile_config`` or not,
+on an accelerator, or on any device when the ``CompileConfig`` says ``_compile_all_devices``.
+``disable_compile=True`` (or ``compile=False``) never compiles.
+
+What is compiled: only the decode step (one token per row, every shape fixed: the static cache, the
+prepared 4-D mask, the positions). The prefill runs eagerly, as in the reference. The compiled
+callable is kept on the model, one per compile configuration (:func:`compiled_step`); dynamo keeps
+one graph per input shape inside it. A compiled call buckets its static cache length
+(:func:`bucket_length`) so that prompts of other lengths reuse the same graph: the eager path's
+cache length, and so its tokens, never change.
+
+Compiled kernels may round differently from eager ones: tests/test_compiled.py reports the largest
+logit difference and the share of identical tokens against the eager static path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+#: Devices the reference compiles on without being told to (``_valid_auto_compile_criteria``).
+AUTO_DEVICES = ("cuda", "xpu", "neuron", "tpu")
+#: The static cache length of a compiled call is rounded up to a multiple of this.
+BUCKET = 64
+#: The ``CompileConfig`` fields passed on to ``torch.compile``.
+FIELDS = ("fullgraph", "dynamic", "backend", "mode", "options")
+
+
+def bucket_length(positions: int, bucket: int = BUCKET) -> int:
+    """``positions`` rounded up to a multiple of ``bucket`` (at least one bucket)."""
+    return max(bucket, -(-positions // bucket) * bucket)
+
+
+def compile_options(compile_config: Any, device: torch.device) -> dict[str, Any]:
+    """The keyword arguments of ``torch.compile`` for one call.
+
+    Args:
+        compile_config: a ``transformers.CompileConfig`` (or a dict of its fields), or None.
+        device: the model's device.
+
+    Without a config: ``fullgraph=False, dynamic=False`` (one graph per shape: the static cache and
+    the bucketed length keep them few), the inductor backend, and ``mode="reduce-overhead"`` (CUDA
+    graphs) on CUDA; on the CPU inductor's ``freezing`` (the weights become constants of the graph;
+    :func:`compiled_step` compiles again if a weight changes) and ``cpp_wrapper`` (the graph is
+    called from C++, not Python: at batch 1 on a small model the step's own overhead is most of its
+    time). With a config, its ``fullgraph``, ``dynamic``, ``backend``, ``mode`` and ``options``, as
+    the reference passes them.
+    """
+    if compile_config is None:
+        if device.type == "cpu":
+            return {"fullgraph": False, "dynamic": False, "backend": "inductor",
+                    "options": {"freezing": True, "cpp_wrapper": True}}
+        return {"fullgraph": False, "dynamic": False, "backend": "inductor",
+                "mode": "reduce-overhead" if device.type == "cuda" else "default"}
+    values = compile_config if isinstance(compile_config, dict) else vars(compile_config)
+    options = {name: values[name] for name in FIELDS if name in values}
+    if options.get("options") is not None:
+        options.pop("mode", None)          # torch.compile takes one of mode and options
+    else:
+        options.pop("options", None)
+    return options
+
+
+def wants_compile(compile: Optional[bool], disable_compile: Optional[bool], compile_config: Any,
+                  static: bool, device: torch.device) -> bool:
+    """Whether a call compiles its decode step.
+
+    Args:
+        compile: our knob: True always (on a static cache), False never, None as the reference decides.
+        disable_compile: the reference's switch: True never compiles (it wins over ``compile=True``).
+        compile_config: the reference's ``CompileConfig`` (or None).
+        static: whether the call runs on a static (compileable) cache.
+        device: the model's device.
+    """
+    if disable_compile or compile is False or not static:
+        return False
+    if compile:
+        return True
+    everywhere = bool(getattr(compile_config, "_compile_all_devices", None)
+                      or (isinstance(compile_config, dict) and compile_config.get("_compile_all_devices")))
+    return device.type in AUTO_DEVICES or everywhere
+
+
+def check_compile_request(compile: Optional[bool], implementation: Optional[str], user_cache: Any,
+                          use_cache: bool) -> None:
+    """Refuse ``compile=True`` where there is no static cache to compile on.
+
+    Raises:
+        ValueError: ``compile=True`` with ``use_cache=False``, with another ``cache_implementation``
+            than a static one, or with a cache to continue that is not static.
+    """
+    from .caches import STATIC, is_static, normalized
+
+    if not compile:
+        return
+    if not use_cache:
+        raise ValueError("compile=True compiles the decode step on a static cache; use_cache=False has no cache: "
+                         "drop one of the two.")
+    implementation = normalized(implementation)
+    if implementation is not None and implementation not in STATIC:
+        raise ValueError(f"compile=True runs on a static cache, but cache_implementation={implementation!r}: leave "
+                         "it unset (compile=True then builds a static one) or pass cache_implementation='static'.")
+    if user_cache is not None and not is_static(user_cache):
+        raise ValueError(f"compile=True runs on a static cache, but past_key_values is a {type(user_cache).__name__}: "
+                         "continue a StaticCache, or drop compile=True.")
+
+
+def compiled_step(model: Any, options: dict[str, Any]) -> Callable[..., Any]:
+    """``torch.compile(model.forward, **options)``, built once per model and options and kept on the model
+    (with inductor's ``freezing``, built again once a weight has changed).
+
+    Dynamo keeps one graph per input shape (rows, cache length, dtype) inside the callable; calls with
+    shapes it has seen run without compiling again (``torch._dynamo.utils.counters["stats"]`` counts
+    the compilations, :func:`compile_count` reads it).
+    """
+    key = repr(sorted(options.items()))
+    steps = model.__dict__.setdefault("_decoding_compiled_steps", {})
+    weights = _weights_signature(model) if (options.get("options") or {}).get("freezing") else None
+    if key not in steps or steps[key][1] != weights:     # frozen weights are constants: a changed one recompiles
+        steps[key] = (torch.compile(_entry(model), **options), weights)
+    return steps[key][0]
+
+
+def _entry(model: Any) -> Callable[..., Any]:
+    """What to compile: ``model.forward`` (skips ``nn.Module.__call__``'s Python: about 7% of a step on a
+    small model at batch 1), or ``model.__call__`` when hooks are registered on the model itself."""
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if isinstance(model, torch.nn.Module) and not any(getattr(model, name, None) for name in hooks):
+        return model.forward
+    return model.__call__
+
+
+def _weights_signature(model: Any) -> tuple:
+    """Where each parameter lives and how often it was changed in place (``_version``): differs once a
+    weight is assigned or modified."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def compile_count() -> int:
+    """How many graphs dynamo has compiled in this process (first compilations and recompilations)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
+
+
+__all__ = ["AUTO_DEVICES", "BUCKET", "bucket_length", "check_compile_request", "compile_count", "compile_options",
+           "compiled_step", "wants_compile"]

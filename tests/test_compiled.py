@@ -1,0 +1,182 @@
+"""The compiled path (decoding/compiled.py): when a call compiles, with what options, how often, and how
+close its tokens stay to the eager static path's.
+
+Compiling with inductor costs seconds per graph, so the equivalence cases are a fixed list (two row
+counts, one cache bucket: two graphs for the whole file), not hypothesis examples.
+"""
+
+import pytest
+import torch
+import transformers
+
+import decoding
+from decoding.compiled import (BUCKET, bucket_length, compile_count, compile_options, compiled_step,
+                               wants_compile)
+from decoding.generation import prepare_call
+from tests.models import prompts, tiny_model
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def everywhere(**fields):
+    """A CompileConfig that compiles on the CPU too (the reference's ``_compile_all_devices``)."""
+    config = transformers.CompileConfig(**fields)
+    config._compile_all_devices = True
+    return config
+
+
+def test_bucket_length_rounds_up_to_a_multiple_of_the_bucket():
+    assert [bucket_length(n) for n in (1, 63, 64, 65, 200)] == [64, 64, 64, 128, 256]
+    assert bucket_length(10, bucket=16) == 16 and BUCKET == 64
+
+
+@pytest.mark.parametrize("compile_, disable, config, static, device, expected", [
+    (True, None, None, True, CPU, True),          # ours: on any device
+    (True, True, None, True, CPU, False),         # disable_compile wins, as in the reference
+    (False, None, everywhere(), True, CPU, False),
+    (True, None, None, False, CPU, False),        # nothing to compile on without a static cache
+    (None, None, None, True, CPU, False),         # the reference: not on the CPU unless told
+    (None, None, transformers.CompileConfig(), True, CPU, False),
+    (None, None, everywhere(), True, CPU, True),
+    (None, None, None, True, CUDA, True),         # the reference: a static cache on an accelerator
+    (None, True, None, True, CUDA, False),
+    (None, None, None, False, CUDA, False),
+])
+def test_when_a_call_compiles(compile_, disable, config, static, device, expected):
+    assert wants_compile(compile_, disable, config, static, device) is expected
+
+
+def test_compile_options_are_the_compile_configs_fields():
+    config = transformers.CompileConfig(fullgraph=True, dynamic=True, backend="eager", mode="max-autotune")
+    assert compile_options(config, CPU) == {"fullgraph": True, "dynamic": True, "backend": "eager",
+                                            "mode": "max-autotune"}
+    with_options = compile_options(transformers.CompileConfig(options={"trace.enabled": False}), CPU)
+    assert with_options["options"] == {"trace.enabled": False} and "mode" not in with_options
+    assert compile_options(None, CPU)["options"] == {"freezing": True, "cpp_wrapper": True} and "mode" not in compile_options(None, CPU)
+    assert compile_options(None, CUDA)["mode"] == "reduce-overhead"
+    assert compile_options(None, CPU)["dynamic"] is False
+
+
+def test_the_call_gets_a_compiled_step_only_when_it_compiles():
+    model = tiny_model("llama")
+    ids, mask = prompts(1, 0)
+    common = dict(attention_mask=mask, max_new_tokens=3)
+    assert prepare_call(model, ids, compile=True, disable_compile=True, **common).compiled is None
+    assert prepare_call(model, ids, cache_implementation="static", **common).compiled is None
+    assert prepare_call(model, ids, cache_implementation="static", compile_config=transformers.CompileConfig(),
+                        **common).compiled is None
+    call = prepare_call(model, ids, compile=True, **common)
+    assert call.compiled is not None and decoding.caches.is_static(call.cache)
+    assert call.cache.layers[0].max_cache_len % BUCKET == 0
+    # one compiled callable per model and options, kept on the model
+    assert call.compiled is prepare_call(model, ids, compile=True, **common).compiled
+    assert call.compiled is compiled_step(model, compile_options(None, CPU))
+
+
+def test_a_model_with_its_own_hooks_is_compiled_through_call():
+    """Hooks registered on the model itself run in ``__call__``: the compiled step keeps them."""
+    import copy
+    model = copy.deepcopy(tiny_model("llama"))
+    seen = []
+    model.register_forward_hook(lambda module, args, kwargs_out: seen.append(1))
+    ids, mask = prompts(1, 2)
+    decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, compile=True,
+                      compile_config=everywhere(backend="eager"))
+    assert len(seen) == 4          # the prefill and the three compiled steps
+
+
+def test_a_changed_weight_compiles_again_with_frozen_weights():
+    """Freezing makes the weights constants of the graph: a weight changed in place gets a new compiled step."""
+    import copy
+    model = copy.deepcopy(tiny_model("llama"))
+    options = compile_options(None, CPU)
+    first = compiled_step(model, options)
+    assert compiled_step(model, options) is first
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    assert compiled_step(model, options) is not first
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(use_cache=False), "use_cache=False"),
+    (dict(cache_implementation="quantized", cache_config={"backend": "fp8"}), "cache_implementation='quantized'"),
+    (dict(compile="yes"), "`compile` has to be True or False"),
+    (dict(compile_config="fast"), "CompileConfig"),
+])
+def test_compile_without_a_static_cache_is_refused(kwargs, says):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match=says):
+        decoding.generate(model, prompts(1, 0)[0], max_new_tokens=2, **{"compile": True, **kwargs})
+
+
+def test_compile_with_a_dynamic_cache_to_continue_is_refused():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="past_key_values is a DynamicCache"):
+        decoding.generate(model, prompts(1, 0)[0], max_new_tokens=2, compile=True,
+                          past_key_values=transformers.DynamicCache())
+
+
+def test_the_references_compile_config_gives_the_references_tokens():
+    """The eager backend (no new kernels) with the reference's own compiled path on the same cache size."""
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 1)
+    config = everywhere(backend="eager", fullgraph=True, dynamic=False)
+    ours = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, cache_implementation="static",
+                             compile_config=config, max_cache_len=BUCKET, return_dict_in_generate=True,
+                             output_logits=True)
+    reference = model.generate(ids, attention_mask=mask, max_new_tokens=6, cache_implementation="static",
+                               compile_config=config, max_cache_len=BUCKET, return_dict_in_generate=True,
+                               output_logits=True)
+    assert torch.equal(ours.sequences, reference.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(ours.logits, reference.logits))
+
+
+#: The equivalence cases: (rows of the prompt batch, prompt seed, keywords). All fit one cache bucket.
+CASES = [(batch, seed, kwargs) for seed in range(4) for batch, kwargs in [
+    (1, {}), (2, {}), (2, dict(do_sample=True, top_k=20, seed=seed)), (1, dict(num_beams=2)),
+]]
+
+
+def test_compiled_tokens_agree_with_the_eager_static_path():
+    """Inductor's kernels may round differently: the largest logit difference and the share of identical
+    tokens are reported (-s), the share must be at least 99%, and where the logits are equal, so are the tokens."""
+    model = tiny_model("llama")
+    same = total = 0
+    largest = 0.0
+    for batch, seed, kwargs in CASES:
+        ids, mask = prompts(batch, seed)
+        common = dict(attention_mask=mask, max_new_tokens=8, return_dict_in_generate=True, output_logits=True,
+                      max_cache_len=BUCKET, **kwargs)
+        eager = decoding.generate(model, ids, cache_implementation="static", **common)
+        compiled = decoding.generate(model, ids, compile=True, **common)
+        new = ids.shape[1]
+        same += int((eager.sequences[:, new:] == compiled.sequences[:, new:]).sum())
+        total += eager.sequences[:, new:].numel()
+        difference = max(float((a - b).abs().max()) for a, b in zip(eager.logits, compiled.logits))
+        largest = max(largest, difference)
+        if difference == 0:
+            assert torch.equal(eager.sequences, compiled.sequences)
+    print(f"compiled vs eager static: {same}/{total} tokens identical ({100 * same / total:.1f}%), largest logit "
+          f"difference {largest:.3g}")
+    assert same / total >= 0.99
+
+
+def test_a_new_prompt_length_does_not_recompile():
+    model = tiny_model("llama")
+    ids, mask = prompts(1, 10, min_len=3, max_len=3)
+    decoding.generate(model, ids, attention_mask=mask, max_new_tokens=5, compile=True)
+    before = compile_count()
+    for length in (5, 9, 20):
+        ids, mask = prompts(1, length, min_len=length, max_len=length)
+        decoding.generate(model, ids, attention_mask=mask, max_new_tokens=5 + length, compile=True)
+    assert compile_count() == before
+
+
+def test_the_eager_path_never_runs_the_compiled_step():
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 3)
+    call = prepare_call(model, ids, attention_mask=mask, max_new_tokens=4, cache_implementation="static")
+    assert call.new_runner().decode_forward is None
+    reference = model.generate(ids, attention_mask=mask, max_new_tokens=4, cache_implementation="static")
+    assert torch.equal(decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4,
+                                         cache_implementation="static", compile=False), reference)
