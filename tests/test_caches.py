@@ -212,6 +212,7 @@ def test_static_gives_the_tokens_of_the_default_cache():
 
 def test_max_cache_len_sizes_the_static_cache_as_the_reference():
     model = copy.deepcopy(tiny_model("llama"))
+    model.__dict__.pop("_previous_max_cache_length", None)   # the size earlier tests' static calls left on the model
     ids, mask = prompts(2, 6)
     for max_cache_len in (None, 40, 10):
         reference, ours = run_both(model, ids, 0, attention_mask=mask, max_new_tokens=5,
