@@ -7,7 +7,7 @@ import torch
 
 from ...constraints import ConstraintsNotMet, call_constraints
 from ...outputs import BeamGenerateOutput
-from ...versions import CACHE_KEYWORD
+from .run import beam_output
 from ..call import PreparedCall
 from ..state import StepOutputs
 from .constrained import ConstrainedConfig, constrained_beam_search
@@ -56,10 +56,5 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
     if streamer is not None:
         stream_best(streamer, packed.sequences, packed.beam_indices, call.prompt_length,
                     config.num_return_sequences)
-    as_tuple = (lambda items: tuple(items) if items is not None else None)
-    return BeamGenerateOutput(
-        sequences=packed.sequences, scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
-        sequences_scores=packed.scores if settings.output_scores else None,
-        beam_indices=packed.beam_indices if call.wants("scores") else None,
-        attentions=as_tuple(outputs.attentions), hidden_states=as_tuple(outputs.hidden_states),
-        **{CACHE_KEYWORD: runner.cache})
+    return beam_output(call, runner, outputs, packed.sequences, packed.scores,
+                       packed.beam_indices if call.wants("scores") else None)

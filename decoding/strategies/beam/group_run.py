@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...outputs import BeamGenerateOutput
-from ...versions import CACHE_KEYWORD
+from .run import beam_output
 from ...processors.base import capabilities
 from ..call import PreparedCall
 from ..state import StepOutputs
@@ -63,11 +63,6 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
     elif streamer is not None:
         stream_best(streamer, packed.sequences, packed.beam_indices, call.prompt_length,
                     config.num_return_sequences)
-    as_tuple = (lambda items: tuple(items) if items is not None else None)
-    return BeamGenerateOutput(
-        sequences=packed.sequences, scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
-        sequences_scores=packed.scores if settings.output_scores else None,
-        beam_indices=packed.beam_indices if call.wants("scores") else None,
-        attentions=as_tuple(outputs.attentions), hidden_states=as_tuple(outputs.hidden_states),
-        **{CACHE_KEYWORD: runner.cache},
-        trace={"beam_tree": tree.finish(result)} if tree is not None else None)
+    return beam_output(call, runner, outputs, packed.sequences, packed.scores,
+                       packed.beam_indices if call.wants("scores") else None,
+                       tree.finish(result) if tree is not None else None)

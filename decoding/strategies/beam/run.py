@@ -87,12 +87,20 @@ def run(call: PreparedCall) -> BeamGenerateOutput:
         streamer.on_finish(result.sequences, result.sequences_scores)
     elif streamer is not None:
         stream_best(streamer, result.sequences, result.beam_indices, prompt_length, config.num_return_sequences)
+    return beam_output(call, runner, outputs, result.sequences, result.sequences_scores, result.beam_indices,
+                       tree.finish(config.num_return_sequences) if tree is not None else None)
+
+
+def beam_output(call: PreparedCall, runner: Any, outputs: StepOutputs, sequences: torch.LongTensor,
+                sequences_scores: torch.FloatTensor, beam_indices: Optional[torch.LongTensor],
+                beam_tree: Optional[list] = None) -> BeamGenerateOutput:
+    """The output of every beam family (plain, diverse, constrained): the returned ``[B * R, length]``
+    sequences with their scores, the per-step outputs the call asked for, the cache and the search tree."""
     as_tuple = (lambda items: tuple(items) if items is not None else None)
     return BeamGenerateOutput(
-        sequences=result.sequences,
-        scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
-        sequences_scores=result.sequences_scores if settings.output_scores else None,
-        beam_indices=result.beam_indices,
+        sequences=sequences, scores=as_tuple(outputs.scores), logits=as_tuple(outputs.logits),
+        sequences_scores=sequences_scores if call.settings.output_scores else None,
+        beam_indices=beam_indices,
         attentions=as_tuple(outputs.attentions), hidden_states=as_tuple(outputs.hidden_states),
         **{CACHE_KEYWORD: runner.cache},
-        trace={"beam_tree": tree.finish(config.num_return_sequences)} if tree is not None else None)
+        trace={"beam_tree": beam_tree} if beam_tree is not None else None)
