@@ -58,7 +58,8 @@ def decode(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: Logits
             state.record(logits, scores, runner.last_output)
             tokens = state.append(choose(scores))           # finished rows get pad
             processors.accept(tokens)
-        if not (peers_running(state.done, state.sequences.device) if synced else not state.done):
+        running = peers_running(state.done, state.sequences.device) if synced else not state.done
+        if not running:
             return state
         logits = runner.step(tokens)
 
