@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import decoding
 from decoding.constraints import ConstraintProgress, ConstraintsNotMet, call_constraints, satisfies
 from tests.models import ARCHITECTURES, PAD, prompts, tiny_model
+from tests.test_beam_streaming import PlainRecorder
 
 ARCHS = sorted(ARCHITECTURES)
 IDS = torch.tensor([[5, 6, 7]])
@@ -144,18 +145,8 @@ def test_phrases_and_constraint_objects_are_the_same_request(model):
 
 
 def test_a_plain_streamer_gets_the_best_sequence(model):
-    class Recorder:
-        def __init__(self):
-            self.puts, self.ends = [], 0
-
-        def put(self, value):
-            self.puts.append(value.clone())
-
-        def end(self):
-            self.ends += 1
-
     ids, mask = prompts(2, 2)
-    streamer = Recorder()
+    streamer = PlainRecorder()
     out = decoding.generate(model, ids, attention_mask=mask, num_beams=3, max_new_tokens=6, eos_token_id=None,
                             pad_token_id=PAD, force_words_ids=[[30]], streamer=streamer)
     assert torch.equal(streamer.puts[0], ids) and streamer.ends == 1

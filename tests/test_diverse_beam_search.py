@@ -13,6 +13,7 @@ import decoding
 from decoding.processors import HammingDiversityLogitsProcessor
 from decoding.strategies.beam import group_run, path, returned
 from tests.models import ARCHITECTURES, PAD, prompts, tiny_model
+from tests.test_beam_streaming import PlainRecorder, Recorder   # the beam and plain recording streamers
 
 ARCHS = sorted(ARCHITECTURES)
 IDS = torch.tensor([[5, 6, 7]])
@@ -200,28 +201,6 @@ def test_the_tree_holds_the_returned_sequences_and_their_scores(arch, seed, grou
         expected = parent["log_prob"] + float(out.scores[node["step"]][node["beam_index"], node["token"]])
         assert abs(node["log_prob"] - expected) < 1e-3
         assert node["group"] == (node["beam_index"] % (groups * n)) // n
-
-
-class Recorder(decoding.BeamStreamer):
-    def __init__(self):
-        self.steps, self.finished = [], []
-
-    def on_step(self, step, beams):
-        self.steps.append((step, beams))
-
-    def on_finish(self, sequences, scores):
-        self.finished.append((sequences, scores))
-
-
-class PlainRecorder:
-    def __init__(self):
-        self.puts, self.ends = [], 0
-
-    def put(self, value):
-        self.puts.append(value.clone())
-
-    def end(self):
-        self.ends += 1
 
 
 def test_streamers_see_the_live_beams_and_the_best_sequence():
