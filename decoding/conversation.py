@@ -39,6 +39,7 @@ import torch
 
 from .errors import ChatTemplateError  # noqa: F401 (raised here, importable from here)
 from .generation import generate
+from .versions import CACHE_KEYWORD
 
 #: New tokens a chat answer may take when no length is set anywhere (``generate``'s default of 20
 #: new tokens, the reference's, would cut most answers short).
@@ -224,7 +225,7 @@ class ChatCache:
     def keep(self, output: Any) -> None:
         """Remember a turn's output (``return_dict_in_generate=True``: ``sequences`` ``[1, n]`` and its cache)."""
         self.sequence = output.sequences[0].detach().cpu()
-        self.cache = output.past_key_values
+        self.cache = getattr(output, CACHE_KEYWORD)       # the installed release's name (versions.py)
 
 
 def reuses_cache(model: Any, generation_kwargs: dict[str, Any]) -> bool:
@@ -235,7 +236,7 @@ def reuses_cache(model: Any, generation_kwargs: dict[str, Any]) -> bool:
 
     kwargs = generation_kwargs
     if any(kwargs.get(name) is not None for name in ("assistant_model", "strategy", "custom_generate",
-                                                     "past_key_values")):
+                                                     "past_key_values", "cache")):
         return False
     settings = resolve_settings(model, kwargs.get("generation_config"),
                                 {k: v for k, v in kwargs.items() if k in CONFIG_FIELDS})

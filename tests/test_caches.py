@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import decoding
 from decoding import caches
+from decoding.versions import CACHE_KEYWORD
 from tests.models import ARCHITECTURES, PAD, prompts, tiny_model
 
 ARCHS = sorted(ARCHITECTURES)
@@ -362,7 +363,8 @@ def test_a_chat_cache_that_cannot_be_cropped_there_runs_the_turn_from_scratch():
     chat_cache.keep(out)
     edited = torch.cat([ids[:, :4], torch.tensor([[9, 9, 9]])], dim=1)   # shares 4 tokens only
     assert chat_cache.take(edited) is None and chat_cache.reused == 0 and chat_cache.cache is None
-    chat_cache.keep(SimpleNamespace(sequences=out.sequences, past_key_values=copy.deepcopy(out.past_key_values)))
+    cache = copy.deepcopy(getattr(out, CACHE_KEYWORD))
+    chat_cache.keep(SimpleNamespace(sequences=out.sequences, **{CACHE_KEYWORD: cache}))   # the installed name
     longer = torch.cat([out.sequences, torch.tensor([[9, 9]])], dim=1)   # everything shared: nothing to crop
     assert chat_cache.take(longer) is not None and chat_cache.reused == out.sequences.shape[1] - 1
 
@@ -404,3 +406,12 @@ def test_cli_generate_on_a_static_cache_compares_identical(builtin_dir, capsys):
     out = capsys.readouterr()
     assert status == 0, out.err
     assert out.out.strip().splitlines()[-1].startswith("compare with model.generate (seed 0): identical")
+
+
+def test_a_chat_turn_given_its_own_cache_under_either_name_does_not_reuse_the_chat_cache():
+    from decoding.conversation import reuses_cache
+
+    model = tiny_model("llama")
+    assert reuses_cache(model, {"max_new_tokens": 4})
+    for name in ("past_key_values", "cache"):      # 5.24's name and the older one
+        assert not reuses_cache(model, {"max_new_tokens": 4, name: transformers.DynamicCache(config=model.config)})
