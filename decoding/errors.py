@@ -40,6 +40,13 @@ class NonFiniteLogitsError(GenerationInterrupted, ValueError):
         self.rows = list(rows)
 
 
+def non_finite(scores: torch.Tensor) -> torch.BoolTensor:
+    """``[..., vocab]`` float -> ``[...]`` bool: the rows that hold a NaN or +inf, or only -inf (a -inf
+    alone is a masked token). One reduction: a row's max is NaN with a NaN, +inf with a +inf, and -inf
+    only when every entry is -inf."""
+    return ~torch.isfinite(scores.amax(-1))
+
+
 def require_finite_scores(scores: torch.Tensor) -> None:
     """Before a draw: raise :class:`NonFiniteLogitsError` where processed scores hold NaN or +inf, or only -inf.
 
@@ -47,7 +54,7 @@ def require_finite_scores(scores: torch.Tensor) -> None:
     tensor contains either inf, nan or element < 0"); the step is filled in by the strategy contract.
     """
     flat = scores.reshape(-1, scores.shape[-1])
-    bad = (torch.isnan(flat) | torch.isposinf(flat)).any(-1) | torch.isneginf(flat).all(-1)
+    bad = non_finite(flat)
     if not bool(bad.any()):
         return
     rows = sorted({row // max(1, flat.shape[0] // scores.shape[0]) for row in bad.nonzero().flatten().tolist()})
