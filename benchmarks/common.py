@@ -49,3 +49,24 @@ def setup(args: argparse.Namespace) -> tuple[Any, str, torch.LongTensor]:
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.randint(3, vocab, (args.batch, 16), generator=torch.Generator().manual_seed(0))
     return model, name, ids
+
+
+# ---- the suite's interface: `python -m benchmarks` calls `section(quick)` of every module in SECTIONS ----
+
+from dataclasses import dataclass, field  # noqa: E402
+
+
+@dataclass
+class Section:
+    """One part of the suite's report (benchmarks/results/results.md).
+
+    ``title``: a heading; ``markdown``: the body (tables, with the units in their headers, and a line
+    saying what was measured and how); ``figures``: the headline numbers by name (ratios, fractions,
+    seconds), printed at the end of the run and quoted in the README; ``files``: paths this section wrote
+    (plots) under benchmarks/results/.
+    """
+
+    title: str
+    markdown: str
+    figures: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
