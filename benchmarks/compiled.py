@@ -26,41 +26,9 @@ import time
 
 import torch
 
-from common import parser, setup  # benchmarks/common.py; it puts the repository on sys.path
+from common import bandwidth, parser, setup, small_llama, weight_bytes  # benchmarks/common.py; it puts the repository on sys.path
 import decoding  # noqa: E402
 from decoding.compiled import bucket_length, compile_count  # noqa: E402
-
-
-def small_llama() -> torch.nn.Module:
-    """The small Llama-shaped model of the speed issue: hidden 256, 4 layers, vocab 4096, random weights."""
-    import transformers
-    config = transformers.LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                                      num_attention_heads=8, num_key_value_heads=4, vocab_size=4096,
-                                      max_position_embeddings=2048, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
-
-
-def bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """The machine's memory bandwidth in bytes per second: the best copy of a large tensor (read + write)."""
-    source = torch.ones(megabytes * 2 ** 20 // 4)
-    target = torch.empty_like(source)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        target.copy_(source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.numel() * 4 / best
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights one decode step reads (tied weights counted once)."""
-    seen, total = set(), 0
-    for tensor in model.parameters():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            total += tensor.numel() * tensor.element_size()
-    return total
 
 
 def main() -> None:
