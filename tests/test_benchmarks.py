@@ -10,8 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT_RUNS = {
-    "core.py": ["--new-tokens", "4", "--repeats", "1", "--threads", "1"],
-    "beam.py": ["--new-tokens", "4", "--repeats", "1", "--threads", "1"],
+    "eager.py": ["--quick"],
     "speculative.py": ["--new-tokens", "6", "--repeats", "1", "--threads", "1", "--exit-layer", "28"],
     "memory.py": ["--new-tokens", "1000", "--repeats", "1", "--threads", "1"],
     "chat_cache.py": ["--turns", "2", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
