@@ -47,16 +47,22 @@ def non_finite(scores: torch.Tensor) -> torch.BoolTensor:
     return ~torch.isfinite(scores.amax(-1))
 
 
+def all_finite(scores: torch.Tensor) -> bool:
+    """``[..., vocab]`` float -> True when no row is :func:`non_finite` (the check every step runs: one
+    reduction, one test, one host sync; the rows are looked up only when it fails)."""
+    return bool(torch.isfinite(scores.amax(-1)).all())
+
+
 def require_finite_scores(scores: torch.Tensor) -> None:
     """Before a draw: raise :class:`NonFiniteLogitsError` where processed scores hold NaN or +inf, or only -inf.
 
     ``scores``: ``[..., vocab]`` float. Such rows give no probabilities (torch would fail with "probability
     tensor contains either inf, nan or element < 0"); the step is filled in by the strategy contract.
     """
+    if all_finite(scores):
+        return
     flat = scores.reshape(-1, scores.shape[-1])
     bad = non_finite(flat)
-    if not bool(bad.any()):
-        return
     rows = sorted({row // max(1, flat.shape[0] // scores.shape[0]) for row in bad.nonzero().flatten().tolist()})
     raise NonFiniteLogitsError(
         f"the processed scores (after the logits processors) hold NaN, +inf or a row of only -inf in rows {rows}, "

@@ -34,7 +34,7 @@ import torch
 
 from .model_kwargs import ModelKwargs
 from .caches import is_static, past_length, prepared_mask
-from .errors import NonFiniteLogitsError, non_finite
+from .errors import NonFiniteLogitsError, all_finite, non_finite
 from .versions import CACHE_KEYWORD, new_dynamic_cache
 
 
@@ -44,9 +44,9 @@ def check_finite_logits(logits: torch.Tensor, step: int, who: str = "the model")
     ``logits``: ``[rows, vocab]`` or ``[rows, positions, vocab]``; ``step``: the forward's number (0:
     the prompt's). -inf alone is left alone (a model may mask tokens that way).
     """
-    bad = non_finite(logits.reshape(logits.shape[0], -1, logits.shape[-1])).any(-1)      # [rows]
-    if not bool(bad.any()):
+    if all_finite(logits):
         return
+    bad = non_finite(logits.reshape(logits.shape[0], -1, logits.shape[-1])).any(-1)      # [rows]
     rows = bad.nonzero().flatten().tolist()
     raise NonFiniteLogitsError(
         f"{who} returned non-finite logits (NaN, +inf or a row of only -inf) at step {step} (0: the prompt's "

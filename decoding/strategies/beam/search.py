@@ -368,10 +368,10 @@ def update_can_improve(state: BeamState, config: BeamConfig) -> None:
 def search_is_over(state: BeamState, finished: torch.BoolTensor, config: BeamConfig) -> bool:
     """Step 8b: stop when no prompt can improve, or (``early_stopping=True``) every place of every
     prompt is finished, or every candidate finished (max length). One host sync."""
-    go_on = (torch.any(state.can_improve)
-             & ~(torch.all(state.is_finished) & (config.early_stopping is True))
-             & ~torch.all(finished))
-    return not bool(go_on)
+    over = ~torch.any(state.can_improve) | torch.all(finished)
+    if config.early_stopping is True:
+        over = over | torch.all(state.is_finished)
+    return bool(over)
 
 
 def best_hypotheses(state: BeamState, num_return_sequences: int) -> BeamResult:
