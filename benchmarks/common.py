@@ -25,6 +25,22 @@ def best_time(fn: Callable[[], Any], repeats: int) -> float:
     return min(times)
 
 
+def alternating(runs: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, tuple[float, float]]:
+    """Run each of ``runs`` in turn, ``repeats`` rounds; the best ``(wall s, CPU s)`` of each.
+
+    Alternating spreads the machine's noise over all runs alike, so their ratios hold on a loaded machine;
+    the CPU time is this process's (all its threads: with 2 threads it may exceed the wall time).
+    """
+    best = {name: (float("inf"), float("inf")) for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
+
+
 def parser(doc: str, new_tokens: int) -> argparse.ArgumentParser:
     """The flags every side-by-side benchmark takes; add your own, then call :func:`setup`."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -16,6 +16,7 @@ SHORT_RUNS = {
     "chat_cache.py": ["--turns", "2", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
     "long_use.py": ["--calls", "8", "--threads", "1"],
     "compiled.py": ["--tiny", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
+    "precision.py": ["--quick"],
 }
 
 
