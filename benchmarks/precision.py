@@ -56,6 +56,13 @@ def cpu_flags() -> dict[str, bool]:
     return {name: name in flags for name in CPU_FLAGS}
 
 
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> torch.LongTensor:
+    """``[rows]``: the first position where ``a`` and ``b`` (``[rows, n]``) differ, ``n`` where they never do."""
+    differs = a != b
+    return torch.where(differs.any(-1), differs.int().argmax(-1), torch.full_like(differs[:, 0], a.shape[1],
+                                                                                  dtype=torch.long))
+
+
 def compare(models: dict[str, Any], ids: torch.Tensor, mask: torch.Tensor, prompt_ids: torch.Tensor,
             new_tokens: int, timed_tokens: int, repeats: int) -> dict[str, Any]:
     """The measurements of one model: ``models`` maps "float32" and "bfloat16" to the two copies.
@@ -79,6 +86,7 @@ def compare(models: dict[str, Any], ids: torch.Tensor, mask: torch.Tensor, promp
     return dict(
         ms={key: (wall * 1000 / timed_tokens, cpu * 1000 / timed_tokens) for key, (wall, cpu) in times.items()},
         agreement=float((new32 == new16).float().mean()),
+        prefix=float(first_difference(new32, new16).float().mean() / new32.shape[1]),
         rows_equal=int((new32 == new16).all(-1).sum()), rows=ids.shape[0],
         exact={dtype: torch.equal(ours[dtype], reference[dtype]) for dtype in models})
 
@@ -143,12 +151,12 @@ def report(results: list[tuple[str, int, dict[str, Any]]], flags: dict[str, bool
         "",
         f"bfloat16 against float32: speed-up = float32 time / bfloat16 time (wall; CPU time in brackets); tokens equal: "
         f"greedy, {prompts} left-padded prompts x {new_tokens} new tokens, the share of the bfloat16 run's tokens equal "
-        "to the float32 run's at the same position, and the rows equal all through; ours == reference: the same "
-        "batch, token for token, in each dtype.",
+        "to the float32 run's at the same position, the mean share of each row before its first difference, and the "
+        "rows equal all through; ours == reference: the same batch, token for token, in each dtype.",
         "",
-        "| model | bf16 speed-up, ours | bf16 speed-up, reference | tokens equal to float32 | rows equal | "
-        "ours == reference, bfloat16 | ours == reference, float32 |",
-        "|---|---|---|---|---|---|---|",
+        "| model | bf16 speed-up, ours | bf16 speed-up, reference | tokens equal to float32 | before the first "
+        "difference | rows equal | ours == reference, bfloat16 | ours == reference, float32 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     figures = {}
     for name, threads, r in results:
@@ -156,7 +164,7 @@ def report(results: list[tuple[str, int, dict[str, Any]]], flags: dict[str, bool
         speed = {impl: (ms[(impl, "float32")][0] / ms[(impl, "bfloat16")][0],
                         ms[(impl, "float32")][1] / ms[(impl, "bfloat16")][1]) for impl in ("ours", "reference")}
         lines.append(f"| {name} | {speed['ours'][0]:.2f}x ({speed['ours'][1]:.2f}x) | {speed['reference'][0]:.2f}x "
-                     f"({speed['reference'][1]:.2f}x) | {100 * r['agreement']:.1f}% | {r['rows_equal']} of {r['rows']} | "
+                     f"({speed['reference'][1]:.2f}x) | {100 * r['agreement']:.1f}% | {100 * r['prefix']:.1f}% | {r['rows_equal']} of {r['rows']} | "
                      f"{r['exact']['bfloat16']} | {r['exact']['float32']} |")
         short = name.split()[0]
         figures[f"{short}: bf16 speed-up, ours"] = speed["ours"][0]
