@@ -4,6 +4,7 @@
     python -m benchmarks --quick          # a smoke run of every part (seconds each; tests/test_benchmarks.py)
     python -m benchmarks --only scaling   # one part (repeatable); writes results-scaling.md, not results.md
     python -m benchmarks --out DIR        # the report and the plots in DIR instead of benchmarks/results/
+    python -m benchmarks --readme         # no run: README.md's figures block rewritten from results.md
 
 A part is a module of benchmarks/ with a function ``section(quick: bool) -> common.Section``. The parts
 run in the order of :data:`SECTIONS` (a listed module that is missing, or has no ``section``, is
@@ -15,7 +16,9 @@ with its traceback, the others still run, and the exit status is 1.
 The report: a header describing the machine (CPU model, cores, torch threads, memory bandwidth,
 versions, date, load average before and after: the figures are only comparable on the same, idle,
 machine), each part's markdown and plots, its wall time, and a summary of every part's headline
-figures (``Section.figures``), which the README's performance section quotes.
+figures (``Section.figures``). ``--readme`` copies the machine lines and the figures chosen by
+:data:`README_FIGURES` from results.md into README.md, between its ``benchmarks:start`` and
+``benchmarks:end`` markers (so a rerun updates the README in one command).
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ import common  # noqa: E402
 
 #: The parts, in the order they run and appear in the report.
 SECTIONS = ["eager", "compiled", "precision", "speculative", "scaling", "memory"]
+#: The figures README.md quotes: (part, a piece of the figure's name; "" takes all of the part's figures).
+README_FIGURES = [("eager", "ours/reference"), ("compiled", ""), ("precision", "speed-up, ours"),
+                  ("precision", "tokens equal"), ("speculative", "speed-up"), ("scaling", "geometric mean"),
+                  ("scaling", "worst"), ("memory", "")]
+README = os.path.join(os.path.dirname(HERE), "README.md")
+START, END = "<!-- benchmarks:start", "<!-- benchmarks:end -->"
 
 
 def discover() -> list[str]:
@@ -127,14 +136,56 @@ def summary(done: list[tuple[str, common.Section, float]]) -> str:
     return "\n".join(lines)
 
 
+def read_report(path: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """results.md's header lines (``- machine: ...``) and its summary's ``(part, figure, value)`` rows."""
+    with open(path) as report:
+        text = report.read()
+    header = [line for line in text.split("\n## ", 1)[0].splitlines() if line.startswith("- ")]
+    summary = text.rsplit("## Summary", 1)[-1].split("\n\n")[1] if "## Summary" in text else ""
+    rows = [tuple(cell.strip() for cell in line.strip("|").split("|")) for line in summary.splitlines()[2:]]
+    return header, [row for row in rows if len(row) == 3]
+
+
+def readme_block(path: str, readme: str) -> str:
+    """The README's figures block: the machine they were taken on, then the figures of :data:`README_FIGURES`."""
+    header, rows = read_report(path)
+    chosen = [row for part, piece in README_FIGURES for row in rows if row[0] == part and piece in row[1]]
+    link = os.path.relpath(path, os.path.dirname(os.path.abspath(readme)))
+    lines = [f"Taken from [{link}]({link}):", "", *header, "",
+             "| part | figure | value |", "|---|---|---|", *(f"| {' | '.join(row)} |" for row in chosen)]
+    return "\n".join(lines)
+
+
+def update_readme(report: str, readme: str) -> None:
+    """Rewrite the lines between ``readme``'s markers with :func:`readme_block` of ``report``.
+
+    Raises:
+        ValueError: ``readme`` lacks the ``<!-- benchmarks:start ... -->`` / ``<!-- benchmarks:end -->`` pair.
+    """
+    with open(readme) as file:
+        text = file.read()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no '{START} ... -->' and '{END}' lines around its benchmark figures: add "
+                         "them (in the Performance section) and run --readme again.")
+    begin = text.index("\n", text.index(START)) + 1
+    with open(readme, "w") as file:
+        file.write(text[:begin] + readme_block(report, readme) + "\n" + text[text.index(END):])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run: every part in seconds, figures meaningless")
     p.add_argument("--only", action="append", metavar="NAME", help="run this part only (repeatable)")
     p.add_argument("--out", default=common.RESULTS, help="folder of the report and plots (default: %(default)s)")
+    p.add_argument("--readme", nargs="?", const=README, metavar="PATH",
+                   help="run nothing: rewrite the figures block of README.md (or PATH) from the folder's results.md")
     args = p.parse_args(argv)
     common.RESULTS = os.path.abspath(args.out)
+    if args.readme:
+        update_readme(os.path.join(common.RESULTS, "results.md"), args.readme)
+        print(f"{args.readme}: figures block rewritten from {os.path.join(common.RESULTS, 'results.md')}")
+        return 0
     names = args.only or SECTIONS + discover()
     report = os.path.join(common.RESULTS, "results.md" if not args.only else f"results-{'-'.join(names)}.md")
 
@@ -174,7 +225,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     with open(report, "w") as out:
         out.write("\n".join(parts))
     print(f"\n## Summary\n\n{summary(done)}\n\nwrote {report}; total wall time {total:.0f} s"
-          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+          + (f"; failed: {', '.join(failed)}" if failed else "")
+          + ("" if args.only or args.quick else "\nquote it in README.md: python -m benchmarks --readme"), flush=True)
     return 1 if failed else 0
 
 

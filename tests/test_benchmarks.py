@@ -57,3 +57,15 @@ def test_the_suite_writes_every_part(tmp_path, builtin_dir):
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert verdicts(report) and set(verdicts(report)) == {"True"}, report
     assert "total wall time" in result.stdout
+
+    readme = tmp_path / "README.md"                 # --readme: the README's figures block from this report
+    readme.write_text((ROOT / "README.md").read_text())
+    quoted = subprocess.run([sys.executable, "-m", "benchmarks", "--readme", str(readme), "--out", str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert quoted.returncode == 0, quoted.stdout + quoted.stderr
+    text, original = readme.read_text(), (ROOT / "README.md").read_text()
+    start, end = "<!-- benchmarks:start", "<!-- benchmarks:end -->"
+    block = text[text.index(start):text.index(end)]
+    assert "machine:" in block and "| scaling | eager ours/reference tok/s, geometric mean |" in block, block
+    assert text[:text.index(start)] == original[:original.index(start)]          # the rest of the README untouched
+    assert text[text.index(end):] == original[original.index(end):]
