@@ -68,12 +68,14 @@ def setup(args: argparse.Namespace) -> tuple[Any, str, torch.LongTensor]:
     return model, name, ids
 
 
-def small_llama() -> torch.nn.Module:
-    """The small Llama-shaped model of the speed issue: hidden 256, 4 layers, vocab 4096, random weights."""
+def small_llama(max_position_embeddings: int = 2048) -> torch.nn.Module:
+    """The small Llama-shaped model of the speed issue: hidden 256, 4 layers, vocab 4096, random weights
+    (the same weights whatever its context, ``max_position_embeddings``: rotary positions learn nothing)."""
     import transformers
     config = transformers.LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                       num_attention_heads=8, num_key_value_heads=4, vocab_size=4096,
-                                      max_position_embeddings=2048, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                                      max_position_embeddings=max_position_embeddings, bos_token_id=1,
+                                      eos_token_id=2, pad_token_id=0)
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).eval()
 
@@ -102,7 +104,15 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 # ---- the suite's interface: `python -m benchmarks` calls `section(quick)` of every module in SECTIONS ----
 
+#: The folder of the suite's report (results.md) and of the plots the parts write; the runner's ``--out``
+#: changes it (a test writes to a temporary folder), so parts name their files through :func:`results_path`.
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
+
+def results_path(name: str) -> str:
+    """The path of an output file (a plot) named ``name`` in the results folder (created if missing)."""
+    os.makedirs(RESULTS, exist_ok=True)
+    return os.path.join(RESULTS, name)
 
 
 @dataclass

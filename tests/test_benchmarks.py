@@ -17,11 +17,13 @@ SHORT_RUNS = {
     "long_use.py": ["--calls", "8", "--threads", "1"],
     "compiled.py": ["--tiny", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
     "precision.py": ["--quick"],
+    "scaling.py": ["--quick"],
 }
 
 
 def test_every_benchmark_has_a_short_run():
-    assert sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "common.py") == sorted(SHORT_RUNS)
+    scripts = [p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name not in ("common.py", "__main__.py")]
+    assert sorted(scripts) == sorted(SHORT_RUNS)
 
 
 @pytest.mark.parametrize("script", sorted(SHORT_RUNS))
@@ -32,3 +34,38 @@ def test_benchmark_runs_with_identical_tokens(script, builtin_dir):
     assert result.returncode == 0, result.stdout + result.stderr
     verdicts = [word for line in result.stdout.splitlines() for word in line.split() if word in ("True", "False")]
     assert verdicts and set(verdicts) == {"True"}, result.stdout  # every row: the same tokens
+
+
+def verdicts(text: str) -> list[str]:
+    """The True / False words of a benchmark's output (each row's "same tokens")."""
+    return [word.strip("|*`.,;:()") for line in text.splitlines() for word in line.split()
+            if word.strip("|*`.,;:()") in ("True", "False")]
+
+
+def test_the_suite_writes_every_part(tmp_path, builtin_dir):
+    """`python -m benchmarks --quick` runs every part that has section(), into a report naming each one."""
+    parts = [p.stem for p in (ROOT / "benchmarks").glob("*.py") if "\ndef section(" in p.read_text()]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = (tmp_path / "results.md").read_text()
+    assert "scaling" in parts and "memory" in parts
+    for name in parts:
+        assert f"| {name} |" in report, (name, report)          # each part's wall time in the summary
+    assert "machine:" in report and "load average" in report and "## Summary" in report
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert verdicts(report) and set(verdicts(report)) == {"True"}, report
+    assert "total wall time" in result.stdout
+
+    readme = tmp_path / "README.md"                 # --readme: the README's figures block from this report
+    readme.write_text((ROOT / "README.md").read_text())
+    quoted = subprocess.run([sys.executable, "-m", "benchmarks", "--readme", str(readme), "--out", str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert quoted.returncode == 0, quoted.stdout + quoted.stderr
+    text, original = readme.read_text(), (ROOT / "README.md").read_text()
+    start, end = "<!-- benchmarks:start", "<!-- benchmarks:end -->"
+    block = text[text.index(start):text.index(end)]
+    assert "machine:" in block and "| scaling | eager ours/reference tok/s, geometric mean |" in block, block
+    assert text[:text.index(start)] == original[:original.index(start)]          # the rest of the README untouched
+    assert text[text.index(end):] == original[original.index(end):]
