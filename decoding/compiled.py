@@ -18,6 +18,9 @@ logit difference and the share of identical tokens against the eager static path
 
 from __future__ import annotations
 
+import itertools
+import types
+import weakref
 from typing import Any, Callable, Optional
 
 import torch
@@ -109,29 +112,117 @@ def check_compile_request(compile: Optional[bool], implementation: Optional[str]
                          "continue a StaticCache, or drop compile=True.")
 
 
-def compiled_step(model: Any, options: dict[str, Any]) -> Callable[..., Any]:
-    """``torch.compile(model.forward, **options)``, built once per model and options and kept on the model
-    (with inductor's ``freezing``, built again once a weight has changed).
+def compiled_step(model: Any, options: dict[str, Any]) -> "CompiledStep":
+    """The :class:`CompiledStep` of ``model.forward`` for ``options``, built once per model and options and
+    kept on the model (with inductor's ``freezing``, built again once a weight has changed).
 
-    Dynamo keeps one graph per input shape (rows, cache length, dtype) inside the callable; calls with
-    shapes it has seen run without compiling again (``torch._dynamo.utils.counters["stats"]`` counts
-    the compilations, :func:`compile_count` reads it).
+    Dynamo keeps one graph per input shape (rows, cache length, dtype) inside it; calls with shapes it
+    has seen run without compiling again (``torch._dynamo.utils.counters["stats"]`` counts the
+    compilations, :func:`compile_count` reads it).
     """
     key = repr(sorted(options.items()))
     steps = model.__dict__.setdefault("_decoding_compiled_steps", {})
     weights = _weights_signature(model) if (options.get("options") or {}).get("freezing") else None
     if key not in steps or steps[key][1] != weights:     # frozen weights are constants: a changed one recompiles
-        steps[key] = (torch.compile(_entry(model), **options), weights)
+        steps[key] = (CompiledStep(model, options), weights)
     return steps[key][0]
 
 
+class CompiledStep:
+    """``torch.compile(model.forward, **options)``, called with keyword arguments only.
+
+    Inductor's ``freezing`` option (the weights become constants of the graph, so that inductor can
+    pack them for its matrix kernels) only takes effect when ``torch._inductor.config.freezing`` is
+    set while dynamo traces (dynamo then treats the parameters as constants); ``torch.compile``'s
+    ``options`` are applied later, so by themselves they leave the weights graph inputs. A call whose
+    input signature (:func:`signature`) is new may trace: it runs with that setting patched in; a
+    call with a known signature runs as it is (setting the patch costs tens of microseconds).
+
+    With freezing, dynamo also turns every tensor marked with a static address into a constant of
+    the graph: the static cache marks its tensors so (for CUDA graphs), and a frozen graph would keep
+    writing into the first call's cache. The mark is taken off the tensors of each new cache
+    (:func:`unmark_static`) before it reaches the graph; they are then ordinary inputs.
+    """
+
+    def __init__(self, model: Any, options: dict[str, Any]):
+        self.function = torch.compile(_entry(model), **options)
+        self.freezing = bool((options.get("options") or {}).get("freezing"))
+        self.seen: set = set()
+        self._unmarked: Callable[[], Any] = lambda: None     # a weak reference to the cache last unmarked
+
+    def __call__(self, **inputs: Any) -> Any:
+        if self.freezing:
+            for value in inputs.values():
+                if getattr(value, "layers", None) is not None and self._unmarked() is not value:
+                    unmark_static(value)
+                    self._unmarked = weakref.ref(value)
+        key = signature(inputs)
+        if key in self.seen:
+            return self.function(**inputs)
+        if self.freezing:
+            import torch._inductor.config as inductor_config
+            with inductor_config.patch(freezing=True):
+                out = self.function(**inputs)
+        else:
+            out = self.function(**inputs)
+        self.seen.add(key)
+        return out
+
+
+def unmark_static(cache: Any) -> None:
+    """Take dynamo's static-address mark (``torch._dynamo.mark_static_address``) off the tensors of
+    ``cache``'s layers."""
+    for layer in cache.layers:
+        for tensor in vars(layer).values():
+            if isinstance(tensor, torch.Tensor) and hasattr(tensor, "_dynamo_static_input_type"):
+                del tensor._dynamo_static_input_type
+
+
+def signature(value: Any) -> Any:
+    """What dynamo's guards on a decode step's inputs mostly look at, as a hashable value: each tensor's
+    shape, strides, dtype and device, a cache's type and its layers' key shapes, other values as they
+    are (or their type, when unhashable)."""
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.dtype, value.device)
+    if isinstance(value, dict):
+        return tuple((name, signature(item)) for name, item in value.items())
+    layers = getattr(value, "layers", None)
+    if layers is not None:
+        return (type(value), tuple(signature(getattr(layer, "keys", None)) for layer in layers))
+    try:
+        hash(value)
+    except TypeError:
+        return type(value)
+    return value
+
+
 def _entry(model: Any) -> Callable[..., Any]:
-    """What to compile: ``model.forward`` (skips ``nn.Module.__call__``'s Python: about 7% of a step on a
-    small model at batch 1), or ``model.__call__`` when hooks are registered on the model itself."""
+    """What to compile: a function of its own that calls ``model.forward`` (skips ``nn.Module.__call__``'s
+    Python: about 7% of a step on a small model at batch 1), or ``model.__call__`` when hooks are
+    registered on the model itself.
+
+    Dynamo keeps its graphs on the code object it compiles, not on the ``torch.compile`` wrapper:
+    compiling ``model.forward`` itself would share them with every model of the class (and with the
+    reference's compiled path), so a step built again after a weight changed in place would find the
+    old frozen graph, whose guards (the parameters' identities) still pass. Each step therefore
+    compiles a fresh copy of a small function (its own code object): its graphs, and dynamo's
+    recompile limit, are its own, and go when the step goes.
+    """
     hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     if isinstance(model, torch.nn.Module) and not any(getattr(model, name, None) for name in hooks):
-        return model.forward
-    return model.__call__
+        target = model.forward
+    else:
+        target = model.__call__
+
+    def decode_step(**inputs: Any) -> Any:
+        return target(**inputs)
+
+    code = decode_step.__code__.replace(co_name=f"decode_step_{next(_STEPS)}")
+    return types.FunctionType(code, decode_step.__globals__, code.co_name, None, decode_step.__closure__)
+
+
+#: Numbers the compiled steps' code objects (:func:`_entry`).
+_STEPS = itertools.count()
 
 
 def _weights_signature(model: Any) -> tuple:
@@ -147,4 +238,4 @@ def compile_count() -> int:
 
 
 __all__ = ["AUTO_DEVICES", "BUCKET", "bucket_length", "check_compile_request", "compile_count", "compile_options",
-           "compiled_step", "wants_compile"]
+           "compiled_step", "CompiledStep", "signature", "wants_compile"]

@@ -97,6 +97,43 @@ def test_a_changed_weight_compiles_again_with_frozen_weights():
     assert compiled_step(model, options) is not first
 
 
+def test_frozen_weights_are_constants_of_the_graph():
+    """Freezing really takes effect (dynamo must trace with inductor's ``freezing`` set): a step kept past an
+    in-place weight change still computes with the old weights, while the eager prefill sees the new ones."""
+    import copy
+    from decoding.compiled import _weights_signature
+    model = copy.deepcopy(tiny_model("llama"))
+    ids, mask = prompts(1, 4)
+    common = dict(attention_mask=mask, max_new_tokens=4, compile=True, return_dict_in_generate=True,
+                  output_logits=True)
+    before = decoding.generate(model, ids, **common)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    steps = model.__dict__["_decoding_compiled_steps"]
+    key, (step, _) = next(iter(steps.items()))
+    steps[key] = (step, _weights_signature(model))          # keep the stale step on purpose
+    stale = decoding.generate(model, ids, **common)
+    assert torch.equal(stale.logits[0], 2 * before.logits[0])       # the prefill: eager, new weights
+    assert torch.equal(stale.sequences, before.sequences)           # doubling the logits keeps the argmax
+    assert torch.equal(stale.logits[1], before.logits[1])           # a decode step: frozen, old weights
+    steps[key] = (step, None)                                       # as compiled_step left it: stale
+    fresh = decoding.generate(model, ids, **common)                 # compiled_step builds a new step
+    assert torch.allclose(fresh.logits[1], 2 * before.logits[1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_new_cache_is_not_frozen_into_the_graph():
+    """The static cache marks its tensors with a static address; frozen, they would become constants: the
+    compiled step takes the mark off each new cache, so consecutive calls each write their own cache."""
+    model = tiny_model("llama")
+    ids, mask = prompts(1, 6)
+    first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
+                              return_dict_in_generate=True)
+    second = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
+                               return_dict_in_generate=True)
+    assert torch.equal(first.sequences, second.sequences)
+    assert all(not hasattr(layer.keys, "_dynamo_static_input_type") for layer in second.past_key_values.layers)
+
+
 @pytest.mark.parametrize("kwargs, says", [
     (dict(use_cache=False), "use_cache=False"),
     (dict(cache_implementation="quantized", cache_config={"backend": "fp8"}), "cache_implementation='quantized'"),
