@@ -83,6 +83,26 @@ def test_a_model_with_its_own_hooks_is_compiled_through_call():
     decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, compile=True,
                       compile_config=everywhere(backend="eager"))
     assert len(seen) == 4          # the prefill and the three compiled steps
+    step = compiled_step(model, compile_options(everywhere(backend="eager"), CPU))
+    assert not step.hookless and not step.trusted        # Python runs per step: guards always checked
+
+
+def test_repeated_steps_skip_the_guards_once_seen_to_pass_them():
+    """The second step of a generation checks the guards and compiles nothing: later ones skip them,
+    and a new prompt batch (the first step of the next call) is checked in full again."""
+    import copy
+    model = copy.deepcopy(tiny_model("llama"))
+    ids, mask = prompts(2, 5)
+    first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True)
+    step = compiled_step(model, compile_options(None, CPU))
+    assert step.hookless and len(step.trusted) == 1 and not step.untrusted
+    eager = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, cache_implementation="static",
+                              max_cache_len=BUCKET)
+    assert torch.equal(first, eager)
+    wider = prompts(3, 6)
+    before = compile_count()
+    decoding.generate(model, wider[0], attention_mask=wider[1], max_new_tokens=6, compile=True)
+    assert compile_count() == before + 1 and len(step.trusted) == 2     # three rows: a graph of its own
 
 
 def test_a_changed_weight_compiles_again_with_frozen_weights():
