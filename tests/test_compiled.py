@@ -237,3 +237,17 @@ def test_the_eager_path_never_runs_the_compiled_step():
     reference = model.generate(ids, attention_mask=mask, max_new_tokens=4, cache_implementation="static")
     assert torch.equal(decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4,
                                          cache_implementation="static", compile=False), reference)
+
+
+def test_the_benchmark_section_has_the_side_by_side_table():
+    """benchmarks/compiled.py's part of ``python -m benchmarks``, quick: the four implementations, their
+    ratios among the figures, the eager tokens equal to the reference's."""
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import compiled as bench
+    section = bench.section(quick=True)
+    rows = [line for line in section.markdown.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == [f"| {name}" for name in bench.RUNS]
+    assert "True" in section.markdown and "False" not in section.markdown
+    assert all(value > 0 for value in section.figures.values()) and len(section.figures) == 4
