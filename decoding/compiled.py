@@ -32,6 +32,10 @@ from .versions import CACHE_KEYWORD
 AUTO_DEVICES = ("cuda", "xpu", "neuron", "tpu")
 #: The static cache length of a compiled call is rounded up to a multiple of this.
 BUCKET = 64
+#: Graphs one compiled step may hold (one per shape: rows, cache bucket, dtype) before dynamo runs
+#: further shapes eagerly; dynamo's own default (``recompile_limit``, 8) counts per code object, and
+#: each step compiles its own (:func:`_entry`). Set while the step traces a new shape only.
+RECOMPILE_LIMIT = 64
 #: The keyword that hands a compiled step the 2-D mask to build the 4-D one from, inside the graph.
 PADDING_MASK = "padding_mask"
 #: The ``CompileConfig`` fields passed on to ``torch.compile``.
@@ -182,11 +186,13 @@ class CompiledStep:
             with torch.compiler.set_stance(_current_stance(), skip_guard_eval_unsafe=True):
                 return self.function(**inputs)
         graphs, breaks = compile_count(), _graph_breaks()
-        if key in self.seen or not self.freezing:
+        if key in self.seen:
             out = self.function(**inputs)
-        else:
+        else:                            # a new shape may trace: with our recompile limit (and freezing)
+            import torch._dynamo.config as dynamo_config
             import torch._inductor.config as inductor_config
-            with inductor_config.patch(freezing=True):
+            with dynamo_config.patch(recompile_limit=max(RECOMPILE_LIMIT, dynamo_config.recompile_limit)), \
+                    inductor_config.patch(freezing=self.freezing or inductor_config.freezing):
                 out = self.function(**inputs)
         if _graph_breaks() != breaks:
             self.untrusted = True       # several frames, each with its own guards: always check them
@@ -302,5 +308,6 @@ def compile_count() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-__all__ = ["AUTO_DEVICES", "BUCKET", "PADDING_MASK", "mask_in_graph", "bucket_length", "check_compile_request", "compile_count", "compile_options",
-           "compiled_step", "CompiledStep", "signature", "wants_compile"]
+__all__ = ["AUTO_DEVICES", "BUCKET", "bucket_length", "check_compile_request", "compile_count", "compile_options",
+           "compiled_step", "CompiledStep", "mask_in_graph", "PADDING_MASK", "RECOMPILE_LIMIT", "signature",
+           "wants_compile"]

@@ -229,6 +229,20 @@ def test_a_new_prompt_length_does_not_recompile():
     assert compile_count() == before
 
 
+def test_a_step_holds_more_shapes_than_dynamos_default_limit():
+    """Dynamo's recompile limit (8 graphs per code object) would run the ninth shape eagerly: a compiled
+    step traces new shapes under its own limit (RECOMPILE_LIMIT)."""
+    import copy
+    from decoding.compiled import RECOMPILE_LIMIT
+    model = copy.deepcopy(tiny_model("llama"))
+    config = everywhere(backend="eager", dynamic=False)     # one graph per shape, as compile=True's defaults
+    before = compile_count()
+    for rows in range(1, 11):                 # ten row counts: ten shapes
+        ids, mask = prompts(rows, rows)
+        decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, compile=True, compile_config=config)
+    assert compile_count() - before == 10 and torch._dynamo.config.recompile_limit < 10 < RECOMPILE_LIMIT
+
+
 def test_the_eager_path_never_runs_the_compiled_step():
     model = tiny_model("llama")
     ids, mask = prompts(2, 3)
