@@ -4,10 +4,11 @@ For greedy and sampling at the given batch, each repeat runs the four one after 
 so machine noise hits all alike) and the best time of each is kept. Printed: ms per token, the ratios
 (> 1: ours compiled is faster), the time of the first compiled call (compilation included), the graphs
 dynamo compiled (warm-up, then during the timed runs and for new prompt lengths: 0 means no
-recompilation), the share of compiled tokens equal to the eager ones, the machine's memory bandwidth
-(a large tensor copy), the fraction of it one decode step reaches (weight bytes / step time /
-bandwidth), and the load average (the machine is shared: CPU time per token, the process's own,
-is printed beside wall time, since a loaded machine inflates the latter).
+recompilation), whether inductor's disk cache served the compilation (warm) or not (cold), the share
+of compiled tokens equal to the eager ones, the machine's memory bandwidth (a large tensor copy), the
+fraction of it one decode step reaches (weight bytes / step time / bandwidth), and the load average
+(the machine is shared: CPU time per token, the process's own, is printed beside wall time, since a
+loaded machine inflates the latter).
 
 Ours compiled is ``compile=True`` with its defaults (inductor with ``freezing`` on the CPU); the
 reference's compiled path is ``cache_implementation="static"`` with its default ``CompileConfig``
@@ -15,20 +16,209 @@ reference's compiled path is ``cache_implementation="static"`` with its default 
 static cache length (the bucket ``compile=True`` picks).
 
     python benchmarks/compiled.py                          # small Llama (hidden 256, 4 layers, vocab 4096)
-    python benchmarks/compiled.py --model "$(python -c 'import decoding.builtin as b; print(b.builtin_model_path())')"
+    python benchmarks/compiled.py --model "$(python -c 'import decoding.builtin as b; print(b.builtin_model_path())')" --threads 2
     python benchmarks/compiled.py --tiny --new-tokens 4 --repeats 1    # smoke run
+
+``section(quick)`` is this part of ``python -m benchmarks``: the small model (greedy and sampling,
+batch 1, 1 thread) and the built-in model (greedy, batch 1, 2 threads), one table each.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
-from common import bandwidth, parser, setup, small_llama, weight_bytes  # benchmarks/common.py; it puts the repository on sys.path
+from common import Section, bandwidth, parser, setup, small_llama, weight_bytes  # benchmarks/common.py; it puts the repository on sys.path
 import decoding  # noqa: E402
 from decoding.compiled import bucket_length, compile_count  # noqa: E402
+
+RUNS = ("ours eager", "ours compiled", "reference eager", "reference compiled")
+WORKLOADS = {"greedy": {}, "sampling": dict(do_sample=True, temperature=0.7, top_p=0.9)}
+
+
+@dataclass
+class Workload:
+    """One workload's measurements, by run name (:data:`RUNS`): best wall and CPU seconds per token, the
+    first call's seconds and the graphs it compiled; then the agreement and recompilation counts."""
+
+    wall: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    first: dict[str, float] = field(default_factory=dict)
+    graphs: dict[str, int] = field(default_factory=dict)
+    disk_cache: dict[str, str] = field(default_factory=dict)
+    same_eager: bool = False
+    agreement: float = 0.0
+    agreement_reference_compiled: float = 0.0
+    timed_recompiles: int = 0
+    length_recompiles: int = 0
+
+
+def runs(model: Any, ids: torch.LongTensor, new_tokens: int) -> dict[str, Callable[[dict], torch.Tensor]]:
+    """The four implementations, each a function of the workload's keywords."""
+    import transformers
+
+    config = transformers.CompileConfig()
+    config._compile_all_devices = True       # the reference compiles on the CPU only when told
+    cache_len = bucket_length(ids.shape[1] + new_tokens - 1)
+    common = dict(max_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
+    return {
+        "ours eager": lambda kw: decoding.generate(model, ids, **common, **kw),
+        "ours compiled": lambda kw: decoding.generate(model, ids, compile=True, **common, **kw),
+        "reference eager": lambda kw: model.generate(ids, **common, **kw),
+        "reference compiled": lambda kw: model.generate(ids, cache_implementation="static", compile_config=config,
+                                                        max_cache_len=cache_len, **common, **kw),
+    }
+
+
+def _disk_cache_hits() -> tuple[int, int, int]:
+    """Inductor's and AOTAutograd's disk caches: (hits, misses, bypasses) so far in this process."""
+    from torch._dynamo.utils import counters
+    inductor, aot = counters["inductor"], counters["aot_autograd"]
+    return (inductor["fxgraph_cache_hit"] + aot["autograd_cache_hit"], inductor["fxgraph_cache_miss"],
+            inductor["fxgraph_cache_bypass"])
+
+
+def measure(model: Any, ids: torch.LongTensor, new_tokens: int, repeats: int, kwargs: dict,
+            lengths: tuple[int, ...] = (9, 23)) -> Workload:
+    """Warm-up (first calls, compilation included), ``repeats`` alternating timed rounds, then prompts of
+    ``lengths`` tokens through ours compiled (the same cache bucket: they should compile nothing)."""
+    result, outputs = Workload(), {}
+    implementations = runs(model, ids, new_tokens)
+    for name, run in implementations.items():
+        graphs, cache = compile_count(), _disk_cache_hits()
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        outputs[name] = run(kwargs)
+        result.first[name] = time.perf_counter() - start
+        result.graphs[name] = compile_count() - graphs
+        hits, misses, bypasses = (now - then for now, then in zip(_disk_cache_hits(), cache))
+        result.disk_cache[name] = ("cold" if misses else "bypassed" if bypasses else "warm" if hits
+                                   else "-")
+    graphs = compile_count()
+    result.wall = {name: float("inf") for name in implementations}
+    result.cpu = dict(result.wall)
+    for _ in range(repeats):
+        for name, run in implementations.items():
+            torch.manual_seed(0)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(kwargs)
+            result.wall[name] = min(result.wall[name], (time.perf_counter() - start) / new_tokens)
+            result.cpu[name] = min(result.cpu[name], (time.process_time() - start_cpu) / new_tokens)
+    result.timed_recompiles = compile_count() - graphs
+    graphs = compile_count()
+    cache_len = bucket_length(ids.shape[1] + new_tokens - 1)
+    vocab = model.get_input_embeddings().num_embeddings
+    for length in lengths:                             # new prompt lengths, same bucket
+        other = torch.randint(3, vocab, (ids.shape[0], length), generator=torch.Generator().manual_seed(length))
+        torch.manual_seed(0)
+        decoding.generate(model, other, compile=True, max_new_tokens=max(1, cache_len - length - 8), eos_token_id=None,
+                          pad_token_id=0, **kwargs)
+    result.length_recompiles = compile_count() - graphs
+    new = ids.shape[1]
+    ours, reference = outputs["ours compiled"][:, new:], outputs["reference eager"][:, new:]
+    result.same_eager = torch.equal(outputs["ours eager"], outputs["reference eager"])
+    result.agreement = float((reference == ours).float().mean()) * 100
+    result.agreement_reference_compiled = float((outputs["reference compiled"][:, new:] == ours).float().mean()) * 100
+    return result
+
+
+def table(results: dict[str, Workload], weights: int, rate: float) -> str:
+    """The side-by-side markdown table: a row per implementation, ms/token per workload, then the first
+    call, the graphs it compiled (and whether inductor's disk cache was warm), and the bandwidth fraction
+    of the first workload's step."""
+    names = list(results)
+    head = ("| | " + " | ".join(f"{n} ms/token (CPU ms)" for n in names)
+            + " | first call s | graphs compiled | bandwidth fraction |")
+    lines = [head, "|" + "---|" * (len(names) + 4)]
+    first = results[names[0]]
+    for run in RUNS:
+        times = " | ".join(f"{results[n].wall[run] * 1000:.2f} ({results[n].cpu[run] * 1000:.2f})" for n in names)
+        cache = f" ({first.disk_cache[run]} disk cache)" if first.disk_cache[run] != "-" else ""
+        fraction = weights / first.wall[run] / rate
+        lines.append(f"| {run} | {times} | {first.first[run]:.1f} | {first.graphs[run]}{cache} | {fraction:.0%} |")
+    return "\n".join(lines)
+
+
+def summary(results: dict[str, Workload]) -> list[str]:
+    """The ratios and checks under the table, one line each."""
+    lines = []
+    for name, r in results.items():
+        lines.append(
+            f"{name}: ours compiled {r.wall['reference eager'] / r.wall['ours compiled']:.2f}x reference eager "
+            f"(CPU time {r.cpu['reference eager'] / r.cpu['ours compiled']:.2f}x), "
+            f"{r.wall['reference compiled'] / r.wall['ours compiled']:.2f}x reference compiled "
+            f"(CPU {r.cpu['reference compiled'] / r.cpu['ours compiled']:.2f}x), "
+            f"{r.wall['ours eager'] / r.wall['ours compiled']:.2f}x ours eager; ours eager "
+            f"{r.wall['reference eager'] / r.wall['ours eager']:.2f}x reference eager; same tokens, ours eager and "
+            f"reference eager: {r.same_eager} ; compiled tokens identical to reference eager {r.agreement:.1f}%, "
+            f"to reference compiled {r.agreement_reference_compiled:.1f}%; graphs compiled during the timed runs: "
+            f"{r.timed_recompiles}, for prompts of 9 and 23 tokens: {r.length_recompiles}")
+    return lines
+
+
+def run_model(model: Any, ids: torch.LongTensor, new_tokens: int, repeats: int,
+              workloads: tuple[str, ...]) -> dict[str, Workload]:
+    return {name: measure(model, ids, new_tokens, repeats, WORKLOADS[name]) for name in workloads}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def section(quick: bool) -> Section:
+    """The compiled path in ``python -m benchmarks``: the small model (greedy and sampling, batch 1, 1
+    thread, 64 new tokens, best of 5) and the built-in model (greedy, batch 1, 2 threads, 32 new tokens,
+    best of 3); ``quick``: the tests' tiny Llama, 4 tokens, once (a smoke run)."""
+    threads = torch.get_num_threads()
+    parts, figures = [], {}
+    try:
+        torch.set_num_threads(1)
+        if quick:
+            from tests.models import tiny_model
+            model, name = tiny_model("llama"), "tiny random Llama (hidden 64)"
+            new_tokens, repeats = 4, 1
+        else:
+            model, name = small_llama(), "small Llama (hidden 256, 4 layers, vocab 4096, 1 thread)"
+            new_tokens, repeats = 64, 5
+        vocab = model.get_input_embeddings().num_embeddings
+        ids = torch.randint(3, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
+        rate = bandwidth()
+        small = run_model(model, ids, new_tokens, repeats, ("greedy", "sampling"))
+        parts += [f"**{name}**, batch 1, {new_tokens} new tokens, best of {repeats}; memory bandwidth (tensor copy, "
+                  f"1 thread) {rate / 1e9:.1f} GB/s; load average {_load()}", "", table(small, weight_bytes(model), rate),
+                  "", *[f"- {line}" for line in summary(small)], ""]
+        for workload, r in small.items():
+            figures[f"small {workload}: ours compiled / reference eager"] = r.wall["reference eager"] / r.wall["ours compiled"]
+            figures[f"small {workload}: ours compiled / reference compiled"] = (
+                r.wall["reference compiled"] / r.wall["ours compiled"])
+        if not quick:
+            from transformers import AutoModelForCausalLM
+            from decoding.builtin import builtin_model_path
+            torch.set_num_threads(2)
+            model = AutoModelForCausalLM.from_pretrained(builtin_model_path()).eval()
+            ids = torch.randint(3, 40000, (1, 16), generator=torch.Generator().manual_seed(0))
+            rate = bandwidth()
+            builtin = run_model(model, ids, 32, 3, ("greedy",))
+            weights = weight_bytes(model)
+            parts += [f"**Built-in model** (SmolLM2-135M, float32, {weights / 1e6:.0f} MB of weights, 2 threads), "
+                      f"batch 1, 32 new tokens, best of 3; memory bandwidth (tensor copy, 2 threads) "
+                      f"{rate / 1e9:.1f} GB/s, so a step cannot take less than {weights / rate * 1000:.1f} ms; load "
+                      f"average {_load()}", "", table(builtin, weights, rate), "",
+                      *[f"- {line}" for line in summary(builtin)], ""]
+            figures["built-in greedy: ours compiled bandwidth fraction"] = weights / builtin["greedy"].wall["ours compiled"] / rate
+            figures["built-in greedy: ours compiled / reference eager"] = (
+                builtin["greedy"].wall["reference eager"] / builtin["greedy"].wall["ours compiled"])
+            figures["built-in greedy: first compiled call s"] = builtin["greedy"].first["ours compiled"]
+    finally:
+        torch.set_num_threads(threads)
+    parts.append("Wall ms/token (CPU ms/token of this process in brackets), best of the alternating repeats; "
+                 "bandwidth fraction: weight bytes / wall step time / the tensor-copy bandwidth. Under load, read "
+                 "the ratios and CPU times, not the wall times.")
+    return Section(title="The compiled path (compile=True)", markdown="\n".join(parts), figures=figures)
 
 
 def main() -> None:
@@ -41,75 +231,21 @@ def main() -> None:
     if not args.model and not args.tiny:
         model, name = small_llama(), "small Llama (hidden 256, 4 layers, vocab 4096)"
         ids = torch.randint(3, 4096, (args.batch, 16), generator=torch.Generator().manual_seed(0))
-    config = transformers.CompileConfig()
-    config._compile_all_devices = True       # the reference compiles on the CPU only when told
-    cache_len = bucket_length(ids.shape[1] + args.new_tokens - 1)
-    common = dict(max_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=0)
-    runs = {
-        "ours eager": lambda kw: decoding.generate(model, ids, **common, **kw),
-        "ours compiled": lambda kw: decoding.generate(model, ids, compile=True, **common, **kw),
-        "reference eager": lambda kw: model.generate(ids, **common, **kw),
-        "reference compiled": lambda kw: model.generate(ids, cache_implementation="static", compile_config=config,
-                                                        max_cache_len=cache_len, **common, **kw),
-    }
     rate = bandwidth()
     print(f"model: {name}; batch {args.batch}; {args.new_tokens} new tokens; torch threads "
           f"{torch.get_num_threads()}; torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"memory bandwidth (tensor copy) {rate / 1e9:.1f} GB/s")
-    per = 1000 / args.new_tokens
-    for label, kwargs in [("greedy", {}), ("sample T=0.7 top-p=0.9", dict(do_sample=True, temperature=0.7, top_p=0.9))]:
-        outputs, first = {}, {}
-        for run_name, run in runs.items():                 # warm-up: the first call compiles
-            graphs = compile_count()
-            torch.manual_seed(0)
-            start = time.perf_counter()
-            outputs[run_name] = run(kwargs)
-            first[run_name] = (time.perf_counter() - start, compile_count() - graphs)
-        graphs = compile_count()
-        best = {run_name: float("inf") for run_name in runs}
-        cpu = dict(best)
-        for _ in range(args.repeats):                       # alternating, best of each
-            for run_name, run in runs.items():
-                torch.manual_seed(0)
-                start, start_cpu = time.perf_counter(), time.process_time()
-                run(kwargs)
-                best[run_name] = min(best[run_name], time.perf_counter() - start)
-                cpu[run_name] = min(cpu[run_name], time.process_time() - start_cpu)
-        timed_recompiles = compile_count() - graphs
-        graphs = compile_count()
-        for length in (9, 23):                              # new prompt lengths, same bucket
-            other = torch.randint(3, 100, (args.batch, length), generator=torch.Generator().manual_seed(length))
-            torch.manual_seed(0)
-            decoding.generate(model, other, compile=True, **dict(common, max_new_tokens=max(1, cache_len - length - 8)), **kwargs)
-        length_recompiles = compile_count() - graphs
-
-        reference_eager, ours = outputs["reference eager"], outputs["ours compiled"]
-        new = ids.shape[1]
-        agreement = float((reference_eager[:, new:] == ours[:, new:]).float().mean()) * 100
-        print(f"\n{label}")
-        print(f"  {'':<20}{'ms/token':>10}{'CPU ms/token':>14}{'first call s':>14}{'graphs compiled':>17}")
-        for run_name in runs:
-            print(f"  {run_name:<20}{best[run_name] * per:>10.3f}{cpu[run_name] * per:>14.3f}"
-                  f"{first[run_name][0]:>14.2f}{first[run_name][1]:>17}")
-        print(f"  ours eager, same tokens as reference eager: "
-              f"{torch.equal(outputs['ours eager'], reference_eager)}")
-        print(f"  ours compiled, tokens identical to reference eager: {agreement:.1f}%; to reference compiled: "
-              f"{float((outputs['reference compiled'][:, new:] == ours[:, new:]).float().mean()) * 100:.1f}%")
-        print(f"  speedup of ours compiled: {best['reference eager'] / best['ours compiled']:.2f}x reference eager, "
-              f"{best['reference compiled'] / best['ours compiled']:.2f}x reference compiled, "
-              f"{best['ours eager'] / best['ours compiled']:.2f}x ours eager")
-        print(f"  the same in CPU time (this process's, not the load's): "
-              f"{cpu['reference eager'] / cpu['ours compiled']:.2f}x reference eager, "
-              f"{cpu['reference compiled'] / cpu['ours compiled']:.2f}x reference compiled")
-        print(f"  ours eager: {best['reference eager'] / best['ours eager']:.2f}x reference eager")
-        print(f"  graphs compiled during the timed runs: {timed_recompiles}; for prompts of 9 and 23 tokens: "
-              f"{length_recompiles}")
-        step = best["ours compiled"] / args.new_tokens
-        print(f"  bandwidth limit: weights {weight_bytes(model) / 1e6:.1f} MB / {step * 1000:.3f} ms per step = "
-              f"{weight_bytes(model) / step / 1e9:.1f} GB/s, {100 * weight_bytes(model) / step / rate:.0f}% of "
-              f"{rate / 1e9:.1f} GB/s")
-    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {_load()}; memory bandwidth (tensor copy) {rate / 1e9:.1f} GB/s")
+    results = run_model(model, ids, args.new_tokens, args.repeats, tuple(WORKLOADS))
+    print()
+    print(table(results, weight_bytes(model), rate))
+    print()
+    for line in summary(results):
+        print(line)
+    step = results["greedy"].wall["ours compiled"]
+    print(f"bandwidth limit (greedy): weights {weight_bytes(model) / 1e6:.1f} MB / {step * 1000:.3f} ms per step = "
+          f"{weight_bytes(model) / step / 1e9:.1f} GB/s, {100 * weight_bytes(model) / step / rate:.0f}% of "
+          f"{rate / 1e9:.1f} GB/s")
+    print(f"\nload average at the end: {_load()}")
 
 
 if __name__ == "__main__":

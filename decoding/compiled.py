@@ -18,14 +18,26 @@ logit difference and the share of identical tokens against the eager static path
 
 from __future__ import annotations
 
+import itertools
+import types
+import weakref
 from typing import Any, Callable, Optional
 
 import torch
+
+from .caches import prepared_mask
+from .versions import CACHE_KEYWORD
 
 #: Devices the reference compiles on without being told to (``_valid_auto_compile_criteria``).
 AUTO_DEVICES = ("cuda", "xpu", "neuron", "tpu")
 #: The static cache length of a compiled call is rounded up to a multiple of this.
 BUCKET = 64
+#: Graphs one compiled step may hold (one per shape: rows, cache bucket, dtype) before dynamo runs
+#: further shapes eagerly; dynamo's own default (``recompile_limit``, 8) counts per code object, and
+#: each step compiles its own (:func:`_entry`). Set while the step traces a new shape only.
+RECOMPILE_LIMIT = 64
+#: The keyword that hands a compiled step the 2-D mask to build the 4-D one from, inside the graph.
+PADDING_MASK = "padding_mask"
 #: The ``CompileConfig`` fields passed on to ``torch.compile``.
 FIELDS = ("fullgraph", "dynamic", "backend", "mode", "options")
 
@@ -109,29 +121,179 @@ def check_compile_request(compile: Optional[bool], implementation: Optional[str]
                          "continue a StaticCache, or drop compile=True.")
 
 
-def compiled_step(model: Any, options: dict[str, Any]) -> Callable[..., Any]:
-    """``torch.compile(model.forward, **options)``, built once per model and options and kept on the model
-    (with inductor's ``freezing``, built again once a weight has changed).
+def compiled_step(model: Any, options: dict[str, Any]) -> "CompiledStep":
+    """The :class:`CompiledStep` of ``model.forward`` for ``options``, built once per model and options and
+    kept on the model (with inductor's ``freezing``, built again once a weight has changed).
 
-    Dynamo keeps one graph per input shape (rows, cache length, dtype) inside the callable; calls with
-    shapes it has seen run without compiling again (``torch._dynamo.utils.counters["stats"]`` counts
-    the compilations, :func:`compile_count` reads it).
+    Dynamo keeps one graph per input shape (rows, cache length, dtype) inside it; calls with shapes it
+    has seen run without compiling again (``torch._dynamo.utils.counters["stats"]`` counts the
+    compilations, :func:`compile_count` reads it).
     """
     key = repr(sorted(options.items()))
     steps = model.__dict__.setdefault("_decoding_compiled_steps", {})
     weights = _weights_signature(model) if (options.get("options") or {}).get("freezing") else None
     if key not in steps or steps[key][1] != weights:     # frozen weights are constants: a changed one recompiles
-        steps[key] = (torch.compile(_entry(model), **options), weights)
+        steps[key] = (CompiledStep(model, options), weights)
     return steps[key][0]
 
 
-def _entry(model: Any) -> Callable[..., Any]:
-    """What to compile: ``model.forward`` (skips ``nn.Module.__call__``'s Python: about 7% of a step on a
-    small model at batch 1), or ``model.__call__`` when hooks are registered on the model itself."""
+class CompiledStep:
+    """``torch.compile(model.forward, **options)``, called with keyword arguments only.
+
+    Inductor's ``freezing`` option (the weights become constants of the graph, so that inductor can
+    pack them for its matrix kernels) only takes effect when ``torch._inductor.config.freezing`` is
+    set while dynamo traces (dynamo then treats the parameters as constants); ``torch.compile``'s
+    ``options`` are applied later, so by themselves they leave the weights graph inputs. A call whose
+    input signature (:func:`signature`) is new may trace: it runs with that setting patched in; a
+    call with a known signature runs as it is (setting the patch costs tens of microseconds).
+
+    With freezing, dynamo also turns every tensor marked with a static address into a constant of
+    the graph: the static cache marks its tensors so (for CUDA graphs), and a frozen graph would keep
+    writing into the first call's cache. The mark is taken off the tensors of each new cache
+    (:func:`unmark_static`) before it reaches the graph; they are then ordinary inputs.
+
+    Dynamo checks its guards (about a thousand: every parameter, the cache's layers, the model's
+    attributes) before every call: a tenth of a small model's step. A call with the same signature
+    and the same cache object as the call just before it (the next decode step of one generation, where
+    only the tensors' values have changed) skips them (``torch.compiler.set_stance(...,
+    skip_guard_eval_unsafe=True)``), once such a repeated step has been seen to pass them without
+    compiling again. Never skipped: the first step of every generation, any step whose shapes
+    changed, a step that graph-broke (several frames), a model with its own hooks (Python run per
+    step), and a step whose repeat once compiled again (guarded Python state that changes per step).
+    This assumes the model is not modified in the middle of a generation.
+    """
+
+    def __init__(self, model: Any, options: dict[str, Any]):
+        self.function = torch.compile(_entry(model), **options)
+        self.freezing = bool((options.get("options") or {}).get("freezing"))
+        self.seen: set = set()
+        self._unmarked: Callable[[], Any] = lambda: None     # a weak reference to the cache last unmarked
+        self._previous: Any = None                           # the signature and cache of the last call
+        self.trusted: set = set()        # signatures whose repeated steps passed the guards without compiling
+        self.untrusted = False           # a graph break, or a repeated step compiled again: never skip guards
+        self.hookless = _entry_is_forward(model)
+
+    def __call__(self, **inputs: Any) -> Any:
+        cache = inputs.get(CACHE_KEYWORD)
+        if self.freezing and cache is not None and self._unmarked() is not cache:
+            unmark_static(cache)
+            self._unmarked = weakref.ref(cache)
+        key = signature(inputs)
+        previous, self._previous = self._previous, (key, weakref.ref(cache) if cache is not None else None)
+        again = previous is not None and previous[0] == key and cache is not None and previous[1]() is cache
+        if again and key in self.trusted and not self.untrusted:
+            # the next step of the same generation, already seen to pass dynamo's guards
+            with torch.compiler.set_stance(_current_stance(), skip_guard_eval_unsafe=True):
+                return self.function(**inputs)
+        graphs, breaks = compile_count(), _graph_breaks()
+        if key in self.seen:
+            out = self.function(**inputs)
+        else:                            # a new shape may trace: with our recompile limit (and freezing)
+            import torch._dynamo.config as dynamo_config
+            import torch._inductor.config as inductor_config
+            with dynamo_config.patch(recompile_limit=max(RECOMPILE_LIMIT, dynamo_config.recompile_limit)), \
+                    inductor_config.patch(freezing=self.freezing or inductor_config.freezing):
+                out = self.function(**inputs)
+        if _graph_breaks() != breaks:
+            self.untrusted = True       # several frames, each with its own guards: always check them
+        elif again and self.hookless and compile_count() == graphs:
+            self.trusted.add(key)       # a repeated step ran without compiling again: its guards hold
+        elif again:
+            self.untrusted = True       # a repeated step compiled again: something guarded changes per step
+        self.seen.add(key)
+        return out
+
+
+def _graph_breaks() -> int:
+    """How many graph breaks dynamo has met in this process."""
+    from torch._dynamo.utils import counters
+    return sum(counters["graph_break"].values())
+
+
+def _current_stance() -> str:
+    """The stance ``torch.compiler.set_stance`` last set (``"default"`` unless a caller changed it)."""
+    from torch._dynamo import eval_frame
+    return getattr(getattr(eval_frame, "_stance", None), "stance", "default")
+
+
+def mask_in_graph(cache: Any) -> Optional[int]:
+    """The width of the 2-D mask a compiled step builds its 4-D mask from (:data:`PADDING_MASK`), or None
+    where the mask is built before the step, eagerly: the static cache's length when all its layers
+    attend to every position (a sliding-window layer's mask sizes depend on the position in Python)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(cache, "is_sliding", [])) or type(layers[0]).__name__ != "StaticLayer":
+        return None
+    return int(layers[0].max_cache_len)
+
+
+def unmark_static(cache: Any) -> None:
+    """Take dynamo's static-address mark (``torch._dynamo.mark_static_address``) off the tensors of
+    ``cache``'s layers."""
+    for layer in cache.layers:
+        for tensor in vars(layer).values():
+            if isinstance(tensor, torch.Tensor) and hasattr(tensor, "_dynamo_static_input_type"):
+                del tensor._dynamo_static_input_type
+
+
+def signature(value: Any) -> Any:
+    """What dynamo's guards on a decode step's inputs mostly look at, as a hashable value: each tensor's
+    shape, strides, dtype and device, a cache's type and its layers' key shapes, other values as they
+    are (or their type, when unhashable)."""
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.dtype, value.device)
+    if isinstance(value, dict):
+        return tuple((name, signature(item)) for name, item in value.items())
+    layers = getattr(value, "layers", None)
+    if layers is not None:
+        return (type(value), tuple(signature(getattr(layer, "keys", None)) for layer in layers))
+    try:
+        hash(value)
+    except TypeError:
+        return type(value)
+    return value
+
+
+def _entry_is_forward(model: Any) -> bool:
+    """Whether :func:`_entry` calls ``model.forward`` directly (no hooks registered on the model itself)."""
     hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    if isinstance(model, torch.nn.Module) and not any(getattr(model, name, None) for name in hooks):
-        return model.forward
-    return model.__call__
+    return isinstance(model, torch.nn.Module) and not any(getattr(model, name, None) for name in hooks)
+
+
+def _entry(model: Any) -> Callable[..., Any]:
+    """What to compile: a function of its own that calls ``model.forward`` (skips ``nn.Module.__call__``'s
+    Python: about 7% of a step on a small model at batch 1), or ``model.__call__`` when hooks are
+    registered on the model itself.
+
+    Dynamo keeps its graphs on the code object it compiles, not on the ``torch.compile`` wrapper:
+    compiling ``model.forward`` itself would share them with every model of the class (and with the
+    reference's compiled path), so a step built again after a weight changed in place would find the
+    old frozen graph, whose guards (the parameters' identities) still pass. Each step therefore
+    compiles a fresh copy of a small function (its own code object): its graphs, and dynamo's
+    recompile limit, are its own, and go when the step goes.
+
+    Given ``padding_mask=`` (:data:`PADDING_MASK`: the 2-D 0/1 mask as wide as the static cache, or None
+    when it is all ones) instead of ``attention_mask=``, the step builds the model's 4-D mask itself
+    (:func:`decoding.caches.prepared_mask`, the eager path's function) inside the graph, instead of a
+    dozen small eager operations before every step.
+    """
+    if _entry_is_forward(model):
+        target = model.forward
+    else:
+        target = model.__call__
+
+    def decode_step(**inputs: Any) -> Any:
+        if PADDING_MASK in inputs:       # the 2-D mask (or None): the 4-D mask is built here, inside the graph
+            padding = inputs.pop(PADDING_MASK)
+            inputs["attention_mask"] = prepared_mask(model, inputs[CACHE_KEYWORD], padding, inputs["position_ids"],
+                                                     inputs["position_ids"].shape[1], False)
+        return target(**inputs)
+
+    code = decode_step.__code__.replace(co_name=f"decode_step_{next(_STEPS)}")
+    return types.FunctionType(code, decode_step.__globals__, code.co_name, None, decode_step.__closure__)
+
+
+#: Numbers the compiled steps' code objects (:func:`_entry`).
+_STEPS = itertools.count()
 
 
 def _weights_signature(model: Any) -> tuple:
@@ -147,4 +309,5 @@ def compile_count() -> int:
 
 
 __all__ = ["AUTO_DEVICES", "BUCKET", "bucket_length", "check_compile_request", "compile_count", "compile_options",
-           "compiled_step", "wants_compile"]
+           "compiled_step", "CompiledStep", "mask_in_graph", "PADDING_MASK", "RECOMPILE_LIMIT", "signature",
+           "wants_compile"]

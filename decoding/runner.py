@@ -34,6 +34,7 @@ import torch
 
 from .model_kwargs import ModelKwargs
 from .caches import is_static, past_length, prepared_mask
+from .compiled import PADDING_MASK, mask_in_graph
 from .errors import NonFiniteLogitsError, all_finite, non_finite
 from .versions import CACHE_KEYWORD, new_dynamic_cache
 
@@ -154,6 +155,10 @@ class ModelRunner:
             self.cache = None
         self.past = past_length(self.cache)           # positions the cache held before this runner
         self.static = is_static(self.cache)           # fixed-shape cache: forwards get a prepared 4-D mask
+        # a compiled step builds the 4-D mask itself from the 2-D one as wide as the cache (fixed shape)
+        self._mask_width = mask_in_graph(self.cache) if decode_forward is not None else None
+        if self._mask_width is not None:
+            self._mask = widened(self._mask, self._mask_width, self._mask_width, 1)
         if croppable and self.cache is not None and hasattr(self.cache, "activate_past_recording"):
             self.cache.activate_past_recording()
 
@@ -178,13 +183,18 @@ class ModelRunner:
         kwargs.update(extra)
         if self.use_cache:
             kwargs[CACHE_KEYWORD] = self.cache
-        mask = self.attention_mask
-        if self.static:
-            mask = prepared_mask(self.model, self.cache, mask, position_ids, fed, first)
-        if mask is not None:
-            kwargs["attention_mask"] = mask
+        compiled = self.decode_forward is not None and not first and input_ids is not None and input_ids.shape[1] == 1
+        if compiled and self._mask_width is not None and self._mask.shape[1] == self._mask_width:
+            # the whole-width 2-D mask: columns past the position are masked by causality whatever they hold
+            kwargs[PADDING_MASK] = self._mask if self.pass_mask else None
+        else:
+            mask = self.attention_mask
+            if self.static:
+                mask = prepared_mask(self.model, self.cache, mask, position_ids, fed, first)
+            if mask is not None:
+                kwargs["attention_mask"] = mask
         forward = self.model
-        if self.decode_forward is not None and not first and input_ids.shape[1] == 1:
+        if compiled:
             # the compiled step guards on exact strides: give it freshly laid out tensors (no recompiles)
             forward, input_ids, position_ids = self.decode_forward, _fresh(input_ids), _fresh(position_ids)
             kwargs = {name: _fresh(value) for name, value in kwargs.items()}

@@ -83,6 +83,26 @@ def test_a_model_with_its_own_hooks_is_compiled_through_call():
     decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4, compile=True,
                       compile_config=everywhere(backend="eager"))
     assert len(seen) == 4          # the prefill and the three compiled steps
+    step = compiled_step(model, compile_options(everywhere(backend="eager"), CPU))
+    assert not step.hookless and not step.trusted        # Python runs per step: guards always checked
+
+
+def test_repeated_steps_skip_the_guards_once_seen_to_pass_them():
+    """The second step of a generation checks the guards and compiles nothing: later ones skip them,
+    and a new prompt batch (the first step of the next call) is checked in full again."""
+    import copy
+    model = copy.deepcopy(tiny_model("llama"))
+    ids, mask = prompts(2, 5)
+    first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True)
+    step = compiled_step(model, compile_options(None, CPU))
+    assert step.hookless and len(step.trusted) == 1 and not step.untrusted
+    eager = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, cache_implementation="static",
+                              max_cache_len=BUCKET)
+    assert torch.equal(first, eager)
+    wider = prompts(3, 6)
+    before = compile_count()
+    decoding.generate(model, wider[0], attention_mask=wider[1], max_new_tokens=6, compile=True)
+    assert compile_count() == before + 1 and len(step.trusted) == 2     # three rows: a graph of its own
 
 
 def test_a_changed_weight_compiles_again_with_frozen_weights():
@@ -95,6 +115,43 @@ def test_a_changed_weight_compiles_again_with_frozen_weights():
     with torch.no_grad():
         model.lm_head.weight.mul_(2)
     assert compiled_step(model, options) is not first
+
+
+def test_frozen_weights_are_constants_of_the_graph():
+    """Freezing really takes effect (dynamo must trace with inductor's ``freezing`` set): a step kept past an
+    in-place weight change still computes with the old weights, while the eager prefill sees the new ones."""
+    import copy
+    from decoding.compiled import _weights_signature
+    model = copy.deepcopy(tiny_model("llama"))
+    ids, mask = prompts(1, 4)
+    common = dict(attention_mask=mask, max_new_tokens=4, compile=True, return_dict_in_generate=True,
+                  output_logits=True)
+    before = decoding.generate(model, ids, **common)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    steps = model.__dict__["_decoding_compiled_steps"]
+    key, (step, _) = next(iter(steps.items()))
+    steps[key] = (step, _weights_signature(model))          # keep the stale step on purpose
+    stale = decoding.generate(model, ids, **common)
+    assert torch.equal(stale.logits[0], 2 * before.logits[0])       # the prefill: eager, new weights
+    assert torch.equal(stale.sequences, before.sequences)           # doubling the logits keeps the argmax
+    assert torch.equal(stale.logits[1], before.logits[1])           # a decode step: frozen, old weights
+    steps[key] = (step, None)                                       # as compiled_step left it: stale
+    fresh = decoding.generate(model, ids, **common)                 # compiled_step builds a new step
+    assert torch.allclose(fresh.logits[1], 2 * before.logits[1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_new_cache_is_not_frozen_into_the_graph():
+    """The static cache marks its tensors with a static address; frozen, they would become constants: the
+    compiled step takes the mark off each new cache, so consecutive calls each write their own cache."""
+    model = tiny_model("llama")
+    ids, mask = prompts(1, 6)
+    first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
+                              return_dict_in_generate=True)
+    second = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
+                               return_dict_in_generate=True)
+    assert torch.equal(first.sequences, second.sequences)
+    assert all(not hasattr(layer.keys, "_dynamo_static_input_type") for layer in second.past_key_values.layers)
 
 
 @pytest.mark.parametrize("kwargs, says", [
@@ -172,6 +229,20 @@ def test_a_new_prompt_length_does_not_recompile():
     assert compile_count() == before
 
 
+def test_a_step_holds_more_shapes_than_dynamos_default_limit():
+    """Dynamo's recompile limit (8 graphs per code object) would run the ninth shape eagerly: a compiled
+    step traces new shapes under its own limit (RECOMPILE_LIMIT)."""
+    import copy
+    from decoding.compiled import RECOMPILE_LIMIT
+    model = copy.deepcopy(tiny_model("llama"))
+    config = everywhere(backend="eager", dynamic=False)     # one graph per shape, as compile=True's defaults
+    before = compile_count()
+    for rows in range(1, 11):                 # ten row counts: ten shapes
+        ids, mask = prompts(rows, rows)
+        decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, compile=True, compile_config=config)
+    assert compile_count() - before == 10 and torch._dynamo.config.recompile_limit < 10 < RECOMPILE_LIMIT
+
+
 def test_the_eager_path_never_runs_the_compiled_step():
     model = tiny_model("llama")
     ids, mask = prompts(2, 3)
@@ -180,3 +251,17 @@ def test_the_eager_path_never_runs_the_compiled_step():
     reference = model.generate(ids, attention_mask=mask, max_new_tokens=4, cache_implementation="static")
     assert torch.equal(decoding.generate(model, ids, attention_mask=mask, max_new_tokens=4,
                                          cache_implementation="static", compile=False), reference)
+
+
+def test_the_benchmark_section_has_the_side_by_side_table():
+    """benchmarks/compiled.py's part of ``python -m benchmarks``, quick: the four implementations, their
+    ratios among the figures, the eager tokens equal to the reference's."""
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import compiled as bench
+    section = bench.section(quick=True)
+    rows = [line for line in section.markdown.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == [f"| {name}" for name in bench.RUNS]
+    assert "True" in section.markdown and "False" not in section.markdown
+    assert all(value > 0 for value in section.figures.values()) and len(section.figures) == 4
