@@ -30,13 +30,13 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from common import Section, results_path, small_llama  # benchmarks/common.py; it puts the repository on sys.path
-import decoding  # noqa: E402
-from decoding.compiled import bucket_length, compile_count  # noqa: E402
+from compiled import runs  # noqa: E402  (benchmarks/compiled.py: the four runs, each given its keywords)
+from decoding.compiled import compile_count  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 PROMPTS = (16, 64, 256, 1024, 2048)
@@ -77,23 +77,6 @@ class Shape:
     compiled_equal: dict[str, float] = field(default_factory=dict)
 
 
-def runs(model: Any, ids: torch.LongTensor, new_tokens: int) -> dict[str, Callable[[Clock], torch.Tensor]]:
-    """The four runs of one shape, each taking a streamer; greedy, no eos (every run makes ``new_tokens``)."""
-    import transformers
-
-    config = transformers.CompileConfig()
-    config._compile_all_devices = True        # the reference compiles on the CPU only when told
-    cache_len = bucket_length(ids.shape[1] + new_tokens - 1)
-    common = dict(max_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
-    return {
-        "ours eager": lambda clock: decoding.generate(model, ids, streamer=clock, **common),
-        "reference eager": lambda clock: model.generate(ids, streamer=clock, **common),
-        "ours compiled": lambda clock: decoding.generate(model, ids, streamer=clock, compile=True, **common),
-        "reference compiled": lambda clock: model.generate(ids, streamer=clock, cache_implementation="static",
-                                                           compile_config=config, max_cache_len=cache_len, **common),
-    }
-
-
 def measure(model: Any, batch: int, prompt: int, new_tokens: int, repeats: int) -> Shape:
     """The four runs at one shape: a first call each (compiling), then ``repeats`` alternating timed rounds."""
     vocab = model.get_input_embeddings().num_embeddings
@@ -101,13 +84,13 @@ def measure(model: Any, batch: int, prompt: int, new_tokens: int, repeats: int) 
     shape, calls, outputs = Shape(batch, prompt), runs(model, ids, new_tokens), {}
     for name, call in calls.items():
         graphs, start = compile_count(), time.perf_counter()
-        outputs[name] = call(Clock())
+        outputs[name] = call(dict(streamer=Clock()))
         shape.first_call[name] = (time.perf_counter() - start, compile_count() - graphs)
     graphs = compile_count()
     for _ in range(repeats):
         for name, call in calls.items():
             clock = Clock()
-            call(clock)
+            call(dict(streamer=clock))
             decode = clock.times[-1] - clock.times[1]
             shape.rate[name] = max(shape.rate.get(name, 0.0), batch * (new_tokens - 1) / decode)
             cpu = max(clock.cpu[-1] - clock.cpu[1], 1e-9)
