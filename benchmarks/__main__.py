@@ -4,6 +4,7 @@
     python -m benchmarks --quick          # a smoke run of every part (seconds each; tests/test_benchmarks.py)
     python -m benchmarks --only scaling   # one part (repeatable); writes results-scaling.md, not results.md
     python -m benchmarks --out DIR        # the report and the plots in DIR instead of benchmarks/results/
+                                          # (or $DECODING_BENCHMARK_RESULTS, which the parts run alone honour too)
     python -m benchmarks --readme         # no run: README.md's figures block rewritten from results.md
 
 A part is a module of benchmarks/ with a function ``section(quick: bool) -> common.Section``. The parts

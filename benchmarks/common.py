@@ -104,9 +104,11 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 # ---- the suite's interface: `python -m benchmarks` calls `section(quick)` of every module in SECTIONS ----
 
-#: The folder of the suite's report (results.md) and of the plots the parts write; the runner's ``--out``
-#: changes it (a test writes to a temporary folder), so parts name their files through :func:`results_path`.
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+#: The folder of the suite's report (results.md) and of the plots the parts write: benchmarks/results/, or
+#: $DECODING_BENCHMARK_RESULTS, or the runner's ``--out`` (tests write to a temporary folder); parts name
+#: their files through :func:`results_path`.
+RESULTS = os.environ.get("DECODING_BENCHMARK_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                        "results")
 
 
 def results_path(name: str) -> str:

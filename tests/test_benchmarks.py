@@ -27,8 +27,8 @@ def test_every_benchmark_has_a_short_run():
 
 
 @pytest.mark.parametrize("script", sorted(SHORT_RUNS))
-def test_benchmark_runs_with_identical_tokens(script, builtin_dir):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+def test_benchmark_runs_with_identical_tokens(script, builtin_dir, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DECODING_BENCHMARK_RESULTS=str(tmp_path))
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *SHORT_RUNS[script]], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
