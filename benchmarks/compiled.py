@@ -55,6 +55,7 @@ class Workload:
     agreement_reference_compiled: float = 0.0
     timed_recompiles: int = 0
     length_recompiles: int = 0
+    lengths: tuple[int, ...] = ()
 
 
 def runs(model: Any, ids: torch.LongTensor, new_tokens: int) -> dict[str, Callable[[dict], torch.Tensor]]:
@@ -117,7 +118,7 @@ def measure(model: Any, ids: torch.LongTensor, new_tokens: int, repeats: int, kw
         torch.manual_seed(0)
         decoding.generate(model, other, compile=True, max_new_tokens=max(1, cache_len - length - 8), eos_token_id=None,
                           pad_token_id=0, **kwargs)
-    result.length_recompiles = compile_count() - graphs
+    result.length_recompiles, result.lengths = compile_count() - graphs, lengths
     new = ids.shape[1]
     ours, reference = outputs["ours compiled"][:, new:], outputs["reference eager"][:, new:]
     result.same_eager = torch.equal(outputs["ours eager"], outputs["reference eager"])
@@ -156,13 +157,15 @@ def summary(results: dict[str, Workload]) -> list[str]:
             f"{r.wall['reference eager'] / r.wall['ours eager']:.2f}x reference eager; same tokens, ours eager and "
             f"reference eager: {r.same_eager} ; compiled tokens identical to reference eager {r.agreement:.1f}%, "
             f"to reference compiled {r.agreement_reference_compiled:.1f}%; graphs compiled during the timed runs: "
-            f"{r.timed_recompiles}, for prompts of 9 and 23 tokens: {r.length_recompiles}")
+            f"{r.timed_recompiles}, for prompts of other lengths ({', '.join(map(str, r.lengths))} tokens): "
+            f"{r.length_recompiles}")
     return lines
 
 
-def run_model(model: Any, ids: torch.LongTensor, new_tokens: int, repeats: int,
-              workloads: tuple[str, ...]) -> dict[str, Workload]:
-    return {name: measure(model, ids, new_tokens, repeats, WORKLOADS[name]) for name in workloads}
+def run_model(model: Any, ids: torch.LongTensor, new_tokens: int, repeats: int, workloads: tuple[str, ...],
+              lengths: tuple[int, ...] = (9, 23)) -> dict[str, Workload]:
+    """:func:`measure` for each named workload of :data:`WORKLOADS`."""
+    return {name: measure(model, ids, new_tokens, repeats, WORKLOADS[name], lengths) for name in workloads}
 
 
 def _load() -> str:
@@ -172,7 +175,7 @@ def _load() -> str:
 def section(quick: bool) -> Section:
     """The compiled path in ``python -m benchmarks``: the small model (greedy and sampling, batch 1, 1
     thread, 64 new tokens, best of 5) and the built-in model (greedy, batch 1, 2 threads, 32 new tokens,
-    best of 3); ``quick``: the tests' tiny Llama, 4 tokens, once (a smoke run)."""
+    best of 2; its compilation is most of the section's time); ``quick``: the tests' tiny Llama, 4 tokens, once (a smoke run)."""
     threads = torch.get_num_threads()
     parts, figures = [], {}
     try:
@@ -202,10 +205,10 @@ def section(quick: bool) -> Section:
             model = AutoModelForCausalLM.from_pretrained(builtin_model_path()).eval()
             ids = torch.randint(3, 40000, (1, 16), generator=torch.Generator().manual_seed(0))
             rate = bandwidth()
-            builtin = run_model(model, ids, 32, 3, ("greedy",))
+            builtin = run_model(model, ids, 32, 2, ("greedy",), lengths=(23,))    # compilation dominates
             weights = weight_bytes(model)
             parts += [f"**Built-in model** (SmolLM2-135M, float32, {weights / 1e6:.0f} MB of weights, 2 threads), "
-                      f"batch 1, 32 new tokens, best of 3; memory bandwidth (tensor copy, 2 threads) "
+                      f"batch 1, 32 new tokens, best of 2; memory bandwidth (tensor copy, 2 threads) "
                       f"{rate / 1e9:.1f} GB/s, so a step cannot take less than {weights / rate * 1000:.1f} ms; load "
                       f"average {_load()}", "", table(builtin, weights, rate), "",
                       *[f"- {line}" for line in summary(builtin)], ""]

@@ -153,9 +153,10 @@ class CompiledStep:
     (:func:`unmark_static`) before it reaches the graph; they are then ordinary inputs.
 
     Dynamo checks its guards (about a thousand: every parameter, the cache's layers, the model's
-    attributes) before every call: a tenth of a small model's step. A call with the same signature
-    and the same cache object as the call just before it (the next decode step of one generation, where
-    only the tensors' values have changed) skips them (``torch.compiler.set_stance(...,
+    attributes) before every call: a tenth of a small model's step. A call with the same signature,
+    the same cache object and the same cache tensors as the call just before it (the next decode step
+    of one generation, where only the tensors' values have changed; beam search's reordered cache
+    holds new tensors, so its steps are checked) skips them (``torch.compiler.set_stance(...,
     skip_guard_eval_unsafe=True)``), once such a repeated step has been seen to pass them without
     compiling again. Never skipped: the first step of every generation, any step whose shapes
     changed, a step that graph-broke (several frames), a model with its own hooks (Python run per
@@ -179,8 +180,10 @@ class CompiledStep:
             unmark_static(cache)
             self._unmarked = weakref.ref(cache)
         key = signature(inputs)
-        previous, self._previous = self._previous, (key, weakref.ref(cache) if cache is not None else None)
-        again = previous is not None and previous[0] == key and cache is not None and previous[1]() is cache
+        held = _held_tensors(cache)
+        previous, self._previous = self._previous, (key, weakref.ref(cache) if cache is not None else None, held)
+        again = (previous is not None and previous[0] == key and cache is not None and previous[1]() is cache
+                 and previous[2] == held)
         if again and key in self.trusted and not self.untrusted:
             # the next step of the same generation, already seen to pass dynamo's guards
             with torch.compiler.set_stance(_current_stance(), skip_guard_eval_unsafe=True):
@@ -204,6 +207,12 @@ class CompiledStep:
         return out
 
 
+def _held_tensors(cache: Any) -> tuple:
+    """The identities of the tensors ``cache``'s layers hold: a reordered cache (beam search) holds new ones,
+    and its next step checks the guards in full."""
+    return tuple(id(getattr(layer, "keys", None)) for layer in getattr(cache, "layers", ()))
+
+
 def _graph_breaks() -> int:
     """How many graph breaks dynamo has met in this process."""
     from torch._dynamo.utils import counters
@@ -221,7 +230,8 @@ def mask_in_graph(cache: Any) -> Optional[int]:
     where the mask is built before the step, eagerly: the static cache's length when all its layers
     attend to every position (a sliding-window layer's mask sizes depend on the position in Python)."""
     layers = getattr(cache, "layers", None)
-    if not layers or any(getattr(cache, "is_sliding", [])) or type(layers[0]).__name__ != "StaticLayer":
+    if not layers or any(getattr(cache, "is_sliding", [])) or any(type(layer).__name__ != "StaticLayer"
+                                                                  for layer in layers):
         return None
     return int(layers[0].max_cache_len)
 
