@@ -65,10 +65,18 @@ class StoppingCriteriaList(list):
         super().__init__(criteria)
 
     def __call__(self, input_ids, scores=None, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = None
         for criterion in self:
-            done = done | criterion(input_ids, scores, **kwargs)
-        return done
+            verdict = criterion(input_ids, scores, **kwargs)
+            done = verdict if done is None else done | verdict
+        rows = input_ids.shape[0]
+        if (isinstance(done, torch.Tensor) and done.dtype == torch.bool and done.shape == (rows,)
+                and done.is_contiguous()):
+            return done
+        # no criterion, or a verdict of another kind (a Python bool, another dtype, shape or layout): as the
+        # reference, OR-ed into a [rows] bool tensor of False
+        zeros = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+        return zeros if done is None else zeros | done
 
     @property
     def max_length(self) -> Optional[int]:
