@@ -68,15 +68,17 @@ class Row:
 
     @property
     def cpu_ratio(self) -> float:
+        """Ours / reference CPU time of the process."""
         return self.ours_cpu / self.reference_cpu
 
 
 class ForwardTimer:
     """Wraps ``model.forward`` (as an instance attribute, so ``model(...)`` goes through it) and adds up
-    the wall time spent inside it; ``remove()`` restores the class's forward."""
+    the wall time spent inside it; ``remove()`` puts back what was there before."""
 
     def __init__(self, model: torch.nn.Module):
         self.model, self.seconds = model, 0.0
+        self.own = model.__dict__.get("forward")          # an instance's own forward (a hooked model), or None
         original = model.forward
 
         @functools.wraps(original)
@@ -90,15 +92,17 @@ class ForwardTimer:
         model.forward = timed
 
     def remove(self) -> None:
-        del self.model.forward
+        if self.own is not None:
+            self.model.forward = self.own
+        else:
+            del self.model.forward
 
 
 def measure(model: torch.nn.Module, ids: torch.LongTensor, workload: Workload, new_tokens: int,
             repeats: int) -> Row:
     """Run ``workload`` with both implementations, alternating; keep the best wall and CPU time of each,
-    and the share outside ``model.forward`` of the fastest run."""
-    call = dict(max_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0,
-                **workload.kwargs)
+    and the share outside ``model.forward`` of each one's fastest run."""
+    call = dict(max_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0, **workload.kwargs)
     runs: dict[str, Callable[[], Any]] = {
         "reference": lambda: model.generate(ids, **call),
         "ours": lambda: decoding.generate(model, ids, **call),
@@ -107,7 +111,8 @@ def measure(model: torch.nn.Module, ids: torch.LongTensor, workload: Workload, n
     for name, run in runs.items():                       # warm-up, and the tokens of each
         torch.manual_seed(0)
         outputs[name] = run()
-    best = {name: (float("inf"), float("inf"), 0.0) for name in runs}
+    wall = {name: float("inf") for name in runs}
+    cpu, outside = dict(wall), dict.fromkeys(runs, 0.0)
     for _ in range(repeats):
         for name, run in runs.items():
             torch.manual_seed(0)
@@ -115,16 +120,14 @@ def measure(model: torch.nn.Module, ids: torch.LongTensor, workload: Workload, n
             try:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 run()
-                wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
             finally:
                 timer.remove()
-            if wall < best[name][0]:
-                best[name] = (wall, min(cpu, best[name][1]), (wall - timer.seconds) / wall)
-            else:
-                best[name] = (best[name][0], min(cpu, best[name][1]), best[name][2])
-    return Row(workload.label, new_tokens * ids.shape[0], best["reference"][0], best["ours"][0],
-               best["reference"][1], best["ours"][1], best["reference"][2], best["ours"][2],
-               torch.equal(outputs["reference"], outputs["ours"]))
+            cpu[name] = min(cpu[name], cpu_seconds)
+            if seconds < wall[name]:
+                wall[name], outside[name] = seconds, (seconds - timer.seconds) / seconds
+    return Row(workload.label, new_tokens * ids.shape[0], wall["reference"], wall["ours"], cpu["reference"],
+               cpu["ours"], outside["reference"], outside["ours"], torch.equal(outputs["reference"], outputs["ours"]))
 
 
 def prompt(batch: int, vocab: int) -> torch.LongTensor:
@@ -133,6 +136,7 @@ def prompt(batch: int, vocab: int) -> torch.LongTensor:
 
 
 def small_workloads() -> list[Workload]:
+    """The small model's workloads (1 thread): greedy and sampling at batch 1 and 8, beams at batch 1."""
     return [Workload("greedy, batch 1", 1, {}), Workload("sampling, batch 1", 1, SAMPLING),
             Workload("greedy, batch 8", 8, {}), Workload("sampling, batch 8", 8, SAMPLING),
             Workload("beam search 4 beams, batch 1", 1, BEAMS),
@@ -140,12 +144,14 @@ def small_workloads() -> list[Workload]:
 
 
 def builtin_workloads(name: str = "built-in") -> list[Workload]:
+    """A real model's workloads (batch 1): greedy, sampling, beam search; ``name`` starts each label."""
     return [Workload(f"{name}: greedy, batch 1", 1, {}), Workload(f"{name}: sampling, batch 1", 1, SAMPLING),
             Workload(f"{name}: beam search 4 beams, batch 1", 1, BEAMS)]
 
 
 def run_workloads(model: torch.nn.Module, workloads: list[Workload], new_tokens: int, repeats: int,
                   threads: int) -> list[Row]:
+    """Measure each workload on ``model`` with ``threads`` torch threads, printing each row as it comes."""
     torch.set_num_threads(threads)
     vocab = model.get_input_embeddings().num_embeddings
     rows = []
@@ -160,12 +166,14 @@ HEADER = ("| workload | reference ms/token | ours ms/token | ours ÷ reference (
 
 
 def format_row(row: Row) -> str:
+    """One markdown row of :data:`HEADER`."""
     per = 1000 / row.tokens
     return (f"| {row.label} | {row.reference * per:.3f} | {row.ours * per:.3f} | {row.ratio:.3f} | "
             f"{row.cpu_ratio:.3f} | {row.reference_outside:.1%} | {row.ours_outside:.1%} | {row.same} |")
 
 
 def slug(label: str) -> str:
+    """A workload's label as a figure name: "beam search 4 beams, batch 1" -> "beam_search_4_beams_batch_1"."""
     return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_").replace("__", "_")
 
 
@@ -186,17 +194,17 @@ def section(quick: bool, builtin: bool = True) -> Section:
             model = AutoModelForCausalLM.from_pretrained(builtin_model_path()).eval()
             rows += run_workloads(model, builtin_workloads(), new_tokens=32, repeats=2, threads=2)
     torch.set_num_threads(threads)
-    load = " ".join(f"{x:.2f}" for x in load_before + os.getloadavg())
+    load = " / ".join(" ".join(f"{x:.2f}" for x in loads) for loads in (load_before, os.getloadavg()))
     model = "the tests' tiny Llama, 4 new tokens (a smoke run)" if quick else (
         "small Llama (hidden 256, 4 layers, vocab 4096, random weights), 1 torch thread, 64 new tokens, best of 5; "
         "built-in model (SmolLM2-135M, float32), 2 torch threads, 32 new tokens, best of 2")
     markdown = (
-        f"Ours (`decoding.generate`) against the reference's eager `model.generate`, the same call side by side, "
-        f"alternating: {model}; 16-token prompt, no eos. ms per token is wall time of a whole call / tokens "
-        f"generated (rows x new tokens); the ratios are ours / reference (< 1: ours is faster), in wall time and in "
-        f"CPU time of the process. \"Outside forward\" is the share of a call not spent in `model.forward` (the "
-        f"loop's own time). Load average before / after: {load}.\n\n" + HEADER + "\n"
-        + "\n".join(format_row(row) for row in rows) + "\n")
+        f"Ours (`decoding.generate`) against the reference's eager `model.generate`, the same call side by "
+        f"side, alternating: {model}; 16-token prompt, no eos. ms per token is wall time of a whole call / "
+        f"tokens generated (prompts x new tokens: for beams, per step of the search); the ratios are ours / "
+        f"reference (< 1: ours is faster), in wall time and in CPU time of the process. \"Outside forward\" is "
+        f"the share of a call not spent in `model.forward` (the loop's own time). Load average before / after: "
+        f"{load}.\n\n" + HEADER + "\n" + "\n".join(format_row(row) for row in rows) + "\n")
     figures = {}
     for row in rows:
         figures[f"eager {slug(row.label)} ours/reference"] = round(row.ratio, 3)
