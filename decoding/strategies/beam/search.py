@@ -312,13 +312,16 @@ def normalise(scores: torch.FloatTensor, generated_length: int, length_penalty: 
     return scores / (generated_length ** length_penalty)
 
 
-def is_frozen(state: BeamState, config: BeamConfig) -> torch.BoolTensor:
-    """``[B, 1]``: with ``early_stopping=True``, prompts whose N places are all finished (nothing more may enter)."""
-    return state.is_finished.all(dim=-1, keepdim=True) & (config.early_stopping is True)
+def is_frozen(state: BeamState, config: BeamConfig) -> Optional[torch.BoolTensor]:
+    """``[B, 1]``: with ``early_stopping=True``, prompts whose N places are all finished (nothing more may
+    enter); None for any other ``early_stopping`` (no prompt is ever frozen)."""
+    if config.early_stopping is not True:
+        return None
+    return state.is_finished.all(dim=-1, keepdim=True)
 
 
 def keep_finished(candidates: Candidates, state: BeamState, config: BeamConfig, top_n: torch.BoolTensor,
-                  frozen: torch.BoolTensor) -> tuple[torch.FloatTensor, torch.LongTensor]:
+                  frozen: Optional[torch.BoolTensor]) -> tuple[torch.FloatTensor, torch.LongTensor]:
     """Step 6: offer the newly finished candidates to the finished set; it keeps its N best.
 
     A candidate may enter only if it finished, ranks among the first N of the K (the other K - N
@@ -332,7 +335,8 @@ def keep_finished(candidates: Candidates, state: BeamState, config: BeamConfig, 
     """
     newly_finished = candidates.finished & top_n
     normalised = normalise(candidates.scores, state.step + 1, config.length_penalty)
-    offered = normalised + frozen.to(torch.float32) * IMPOSSIBLE
+    # frozen None: the reference adds False * -1e9 = -0.0, and x + -0.0 is x for every float x: nothing to add
+    offered = normalised if frozen is None else normalised + frozen.to(torch.float32) * IMPOSSIBLE
     offered = offered + (~state.can_improve).to(torch.float32) * IMPOSSIBLE
     offered = offered + (~newly_finished) * IMPOSSIBLE
 
@@ -454,8 +458,9 @@ def beam_search(runner: ModelRunner, prompt_ids: torch.LongTensor, processors: L
         # 8. Go on?
         update_can_improve(state, config)
         for observe in observers:
+            was_full = frozen if frozen is not None else torch.zeros_like(could_improve)
             observe(BeamStep(state.step - 1, candidates, normalised, running_choice, finished_choice,
-                             could_improve, frozen, state))
+                             could_improve, was_full, state))
         if search_is_over(state, candidates.finished, config):
             return best_hypotheses(state, config.num_return_sequences)
 
