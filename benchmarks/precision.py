@@ -14,7 +14,7 @@ dtype="bfloat16")``; the small model cast with ``.to(torch.bfloat16)``):
 It also reads the CPU's flags (``/proc/cpuinfo``, what ``lscpu`` shows): bfloat16 matrix products are fast
 only with AVX512-BF16 or AMX (oneDNN's kernels); without them they are emulated in float32.
 
-    python benchmarks/precision.py            # the full run (about 1 minute on an idle 2-core machine)
+    python benchmarks/precision.py            # the full run (estimated 1 minute on an idle 2-core machine)
     python benchmarks/precision.py --quick    # a smoke run (a few tokens)
 """
 
@@ -146,13 +146,15 @@ def report(results: list[tuple[str, int, dict[str, Any]]], flags: dict[str, bool
     for name, threads, r in results:
         for dtype in ("float32", "bfloat16"):
             ours, ref = r["ms"][("ours", dtype)], r["ms"][("reference", dtype)]
-            lines.append(f"| {name} | {threads} | {dtype} | {ours[0]:.2f} | {ref[0]:.2f} | {ours[1]:.2f} | {ref[1]:.2f} |")
+            lines.append(f"| {name} | {threads} | {dtype} | {ours[0]:.2f} | {ref[0]:.2f} | {ours[1]:.2f} | "
+                         f"{ref[1]:.2f} |")
     lines += [
         "",
-        f"bfloat16 against float32: speed-up = float32 time / bfloat16 time (wall; CPU time in brackets); tokens equal: "
-        f"greedy, {prompts} left-padded prompts x {new_tokens} new tokens, the share of the bfloat16 run's tokens equal "
-        "to the float32 run's at the same position, the mean share of each row before its first difference, and the "
-        "rows equal all through; ours == reference: the same batch, token for token, in each dtype.",
+        "bfloat16 against float32: speed-up = float32 time / bfloat16 time (wall; CPU time in brackets); tokens "
+        f"equal: greedy, {prompts} left-padded prompts x {new_tokens} new tokens, the share of the bfloat16 run's "
+        "tokens equal to the float32 run's at the same position, the mean share of each row before its first "
+        "difference, and the rows equal all through; ours == reference: the same batch, token for token, in each "
+        "dtype.",
         "",
         "| model | bf16 speed-up, ours | bf16 speed-up, reference | tokens equal to float32 | before the first "
         "difference | rows equal | ours == reference, bfloat16 | ours == reference, float32 |",
@@ -164,7 +166,8 @@ def report(results: list[tuple[str, int, dict[str, Any]]], flags: dict[str, bool
         speed = {impl: (ms[(impl, "float32")][0] / ms[(impl, "bfloat16")][0],
                         ms[(impl, "float32")][1] / ms[(impl, "bfloat16")][1]) for impl in ("ours", "reference")}
         lines.append(f"| {name} | {speed['ours'][0]:.2f}x ({speed['ours'][1]:.2f}x) | {speed['reference'][0]:.2f}x "
-                     f"({speed['reference'][1]:.2f}x) | {100 * r['agreement']:.1f}% | {100 * r['prefix']:.1f}% | {r['rows_equal']} of {r['rows']} | "
+                     f"({speed['reference'][1]:.2f}x) | {100 * r['agreement']:.1f}% | {100 * r['prefix']:.1f}% | "
+                     f"{r['rows_equal']} of {r['rows']} | "
                      f"{r['exact']['bfloat16']} | {r['exact']['float32']} |")
         short = name.split()[0]
         figures[f"{short}: bf16 speed-up, ours"] = speed["ours"][0]
@@ -175,7 +178,8 @@ def report(results: list[tuple[str, int, dict[str, Any]]], flags: dict[str, bool
 
 
 def section(quick: bool) -> Section:
-    """The suite's part (``python -m benchmarks``): about 1 minute on an idle 2-core machine, seconds with ``quick``."""
+    """The suite's part (``python -m benchmarks``): an estimated minute on an idle 2-core machine (not measured
+    idle), seconds with ``quick``."""
     warnings.filterwarnings("ignore")
     results, flags = run(quick)
     return report(results, flags, quick)

@@ -178,7 +178,8 @@ def task_table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acceptance = r["accepted"] / r["drafted"] if r["drafted"] else 0.0
-        lines.append(f"| {r['task']} | {r['impl']} | {r['prompt']} | {r['new']} | {r['greedy_new'] / r['greedy_s']:.1f} "
+        lines.append(f"| {r['task']} | {r['impl']} | {r['prompt']} | {r['new']} | "
+                     f"{r['greedy_new'] / r['greedy_s']:.1f} "
                      f"| {r['new'] / r['lookup_s']:.1f} | {r['greedy_s'] / r['lookup_s']:.2f}x | "
                      f"{r['greedy_forwards']} / {r['lookup_forwards']} | {r['drafted']} | {r['accepted']} | "
                      f"{acceptance:.2f} | {r['same']} |")
@@ -187,7 +188,8 @@ def task_table(rows: list[dict]) -> str:
 
 def section(quick: bool) -> Section:
     """The suite's part (``python -m benchmarks``): prompt lookup on :data:`TASKS` with the built-in model,
-    2 threads; 64 new tokens, best of 2 (about 1.5 minutes on an idle 2-core machine), or 8 tokens once."""
+    2 threads; 64 new tokens, best of 2 (an estimated 1.5 minutes on an idle 2-core machine; not measured idle),
+    or 8 tokens once."""
     warnings.filterwarnings("ignore")
     new_tokens, repeats, lookup = (8, 1, 10) if quick else (64, 2, 10)
     threads = torch.get_num_threads()

@@ -1,5 +1,6 @@
-"""bfloat16 models: contrastive search, DoLa, constrained and diverse beam search against transformers 4.55.4 in the same
-dtype, token for token (the strategies that only 4.55.4 runs natively; tests/test_bfloat16.py has the others).
+"""bfloat16 models: contrastive search, DoLa, constrained and diverse beam search against transformers 4.55.4 in
+the same dtype, token for token (the strategies that only 4.55.4 runs natively; tests/test_bfloat16.py has the
+others).
 
 One row each: with padded rows 4.55.4's contrastive search has a bug of its own (test_contrastive_search.py) and
 its DoLa contrasts every row with one layer (test_dola.py). Diverse beam search: the same tokens; with
