@@ -228,17 +228,17 @@ def sweep(quick: bool, new_tokens: int, repeats: int) -> Section:
 
 
 def section(quick: bool) -> Section:
-    """The suite's part (`python -m benchmarks`): both sweeps, 32 new tokens, best of 3 (quick: a smoke run)."""
-    return sweep(quick, new_tokens=4 if quick else 32, repeats=1 if quick else 3)
+    """The suite's part (`python -m benchmarks`): both sweeps, 64 new tokens, best of 5 (quick: a smoke run)."""
+    return sweep(quick, new_tokens=4 if quick else 64, repeats=1 if quick else 5)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run: the tests' tiny model, batch 1, two prompts")
-    p.add_argument("--new-tokens", type=int, help="default: 32 (quick: 4)")
-    p.add_argument("--repeats", type=int, help="default: 3 (quick: 1)")
+    p.add_argument("--new-tokens", type=int, help="default: 64 (quick: 4)")
+    p.add_argument("--repeats", type=int, help="default: 5 (quick: 1)")
     args = p.parse_args()
-    result = sweep(args.quick, args.new_tokens or (4 if args.quick else 32), args.repeats or (1 if args.quick else 3))
+    result = sweep(args.quick, args.new_tokens or (4 if args.quick else 64), args.repeats or (1 if args.quick else 5))
     print(f"\n{result.markdown}\n\nplot: {result.files[0]}")
 
 
