@@ -189,26 +189,24 @@ class RaisingStreamer:
         pass
 
 
-def raising_criterion(at: int):
+def raising_at(at: int, name: str, answer):
+    """A hook of (input_ids, scores) that raises Boom(name) at its ``at``-th call, else returns answer(...)."""
     calls = []
 
-    def criterion(input_ids, scores):
+    def hook(input_ids, scores):
         calls.append(1)
         if len(calls) == at:
-            raise Boom("criterion")
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-    return criterion
+            raise Boom(name)
+        return answer(input_ids, scores)
+    return hook
+
+
+def raising_criterion(at: int):
+    return raising_at(at, "criterion", lambda input_ids, scores: torch.zeros(input_ids.shape[0], dtype=torch.bool))
 
 
 def raising_processor(at: int):
-    calls = []
-
-    def processor(input_ids, scores):
-        calls.append(1)
-        if len(calls) == at:
-            raise Boom("processor")
-        return scores
-    return processor
+    return raising_at(at, "processor", lambda input_ids, scores: scores)
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
