@@ -243,16 +243,17 @@ def prepare_call(model: Any, input_ids: Optional[torch.LongTensor] = None, /,
     processors = reorder(build_pipeline(settings, context, logits_processor or []), order)
     criteria = build_stopping(max_length, eos, settings.max_time, stopping_criteria or [],
                               stop_strings=settings.stop_strings, tokenizer=tokenizer)
-    cache, compiled = _cache_and_compiled_step(model, settings, past_key_values, max_length)
+    cache, compiled = _cache_and_compiled_step(model, settings, past_key_values, max_length, input_ids.shape[0])
     return PreparedCall(model, settings, input_ids, attention_mask, processors, context, criteria, eos, pad, max_length,
                         seeds, streamer=streamer, assistant_model=assistant_model, tokenizer=tokenizer,
                         output_beam_tree=output_beam_tree, model_kwargs=model_kwargs, cache=cache,
                         synced_gpus=bool(synced_gpus), compiled=compiled)
 
 
-def _cache_and_compiled_step(model: Any, settings: Any, past_key_values: Any, max_length: int) -> tuple[Any, Any]:
+def _cache_and_compiled_step(model: Any, settings: Any, past_key_values: Any, max_length: int,
+                             rows: int) -> tuple[Any, Any]:
     """The call's cache (the caller's, one built from ``cache_implementation``, or None: the runner's
-    default) and its compiled decode step (None: eager), as :mod:`decoding.compiled` decides."""
+    default) and its compiled decode step (None: eager) for ``rows`` rows, as :mod:`decoding.compiled` decides."""
     implementation = normalized(settings.cache_implementation)
     if settings.compile and implementation is None and past_key_values is None:
         implementation = "static"                  # compile=True builds the static cache it runs on
@@ -268,7 +269,7 @@ def _cache_and_compiled_step(model: Any, settings: Any, past_key_values: Any, ma
         cache = build_cache(model, implementation, max_length, settings.cache_config, max_cache_len)
     if not compiling:
         return cache, None
-    return cache, compiled_step(model, compile_options(settings.compile_config, device))
+    return cache, compiled_step(model, compile_options(settings.compile_config, device, rows))
 
 
 def pipeline(model: Any, input_ids: Optional[torch.LongTensor] = None, /, order: Any = "hf",

@@ -52,7 +52,10 @@ def test_compile_options_are_the_compile_configs_fields():
                                             "mode": "max-autotune"}
     with_options = compile_options(transformers.CompileConfig(options={"trace.enabled": False}), CPU)
     assert with_options["options"] == {"trace.enabled": False} and "mode" not in with_options
-    assert compile_options(None, CPU)["options"] == {"freezing": True, "cpp_wrapper": True} and "mode" not in compile_options(None, CPU)
+    template = {"freezing": True, "cpp_wrapper": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+    assert compile_options(None, CPU)["options"] == template and "mode" not in compile_options(None, CPU)
+    assert compile_options(None, CPU, rows=16)["options"] == template
+    assert compile_options(None, CPU, rows=17)["options"] == {"freezing": True, "cpp_wrapper": True}
     assert compile_options(None, CUDA)["mode"] == "reduce-overhead"
     assert compile_options(None, CPU)["dynamic"] is False
 
@@ -189,9 +192,10 @@ def test_the_references_compile_config_gives_the_references_tokens():
 
 
 #: The equivalence cases: (rows of the prompt batch, prompt seed, keywords). All fit one cache bucket.
+#: The last has more rows than TEMPLATE_ROWS: its products are MKL's, not inductor's C++ template.
 CASES = [(batch, seed, kwargs) for seed in range(4) for batch, kwargs in [
     (1, {}), (2, {}), (2, dict(do_sample=True, top_k=20, seed=seed)), (1, dict(num_beams=2)),
-]]
+]] + [(6, 0, dict(num_beams=3))]
 
 
 def test_compiled_tokens_agree_with_the_eager_static_path():
@@ -213,6 +217,8 @@ def test_compiled_tokens_agree_with_the_eager_static_path():
         largest = max(largest, difference)
         if difference == 0:
             assert torch.equal(eager.sequences, compiled.sequences)
+    both = [repr(sorted(compile_options(None, CPU, rows).items())) for rows in (1, 18)]   # both kinds of product ran
+    assert both[0] != both[1] and all(key in model._decoding_compiled_steps for key in both)
     print(f"compiled vs eager static: {same}/{total} tokens identical ({100 * same / total:.1f}%), largest logit "
           f"difference {largest:.3g}")
     assert same / total >= 0.99
