@@ -80,6 +80,29 @@ def small_llama(max_position_embeddings: int = 2048) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config).eval()
 
 
+class Clock:
+    """A streamer that only notes when each ``put`` came (wall and process CPU time): the prompt, then every
+    new token."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.times.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+    def end(self) -> None:
+        pass
+
+    def step_seconds(self) -> float:
+        """Seconds per decode step: from the first new token to the last (the prefill left out); NaN when
+        fewer than two new tokens came."""
+        if len(self.times) < 3:
+            return float("nan")
+        return (self.times[-1] - self.times[1]) / (len(self.times) - 2)
+
+
 def bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     """The machine's memory bandwidth in bytes per second: the best copy of a large tensor (read + write)."""
     source = torch.ones(megabytes * 2 ** 20 // 4)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from common import Section, results_path, small_llama  # benchmarks/common.py; it puts the repository on sys.path
+from common import Clock, Section, results_path, small_llama  # benchmarks/common.py; it puts the repository on sys.path
 from compiled import runs  # noqa: E402  (benchmarks/compiled.py: the four runs, each given its keywords)
 from decoding.compiled import compile_count  # noqa: E402
 
@@ -42,22 +42,6 @@ BATCHES = (1, 2, 4, 8, 16, 32)
 PROMPTS = (16, 64, 256, 1024, 2048)
 RUNS = ("ours eager", "reference eager", "ours compiled", "reference compiled")
 RECOMPILE_LIMIT = 64
-
-
-class Clock:
-    """A streamer that only notes when each ``put`` came (wall and process CPU time): the prompt, then every
-    new token."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.cpu: list[float] = []
-
-    def put(self, value: torch.Tensor) -> None:
-        self.times.append(time.perf_counter())
-        self.cpu.append(time.process_time())
-
-    def end(self) -> None:
-        pass
 
 
 @dataclass

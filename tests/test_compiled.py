@@ -52,7 +52,8 @@ def test_compile_options_are_the_compile_configs_fields():
                                             "mode": "max-autotune"}
     with_options = compile_options(transformers.CompileConfig(options={"trace.enabled": False}), CPU)
     assert with_options["options"] == {"trace.enabled": False} and "mode" not in with_options
-    template = {"freezing": True, "cpp_wrapper": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+    template = {"freezing": True, "cpp_wrapper": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP",
+                "cpp.enable_concat_linear": True}
     assert compile_options(None, CPU)["options"] == template and "mode" not in compile_options(None, CPU)
     assert compile_options(None, CPU, rows=16)["options"] == template
     assert compile_options(None, CPU, rows=17)["options"] == {"freezing": True, "cpp_wrapper": True}
