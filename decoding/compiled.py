@@ -18,6 +18,8 @@ logit difference and the share of identical tokens against the eager static path
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import types
 import weakref
@@ -44,17 +46,19 @@ PADDING_MASK = "padding_mask"
 #:   step's own overhead is most of its time).
 CPU_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 #: Added to :data:`CPU_OPTIONS` for a step of at most :data:`TEMPLATE_ROWS` rows:
-#: - ``max_autotune`` with the ``CPP`` GEMM backend only: every matrix product is inductor's own C++
-#:   template on the packed weights, never the BLAS call (one candidate, so nothing is benchmarked:
-#:   compiling costs only the template's C++, once per weight shape). A decode step multiplies a few
-#:   rows by each weight matrix; MKL's product reads the weights at about a third of the memory
-#:   bandwidth on this project's 2-core EPYC, the template at close to all of it.
+#: - ``max_autotune`` with the ``CPP`` and ``ATEN`` GEMM backends, the C++ template taken wherever it
+#:   applies (:func:`template_first`): every matrix product is inductor's own C++ template on the
+#:   packed weights, not the BLAS call, and nothing is benchmarked (compiling costs only the
+#:   template's C++, once per weight shape); a product the template does not take (some attention
+#:   products, e.g. Gemma 2's) stays ATEN's. A decode step multiplies a few rows by each weight
+#:   matrix; MKL's product reads the weights at about a third of the memory bandwidth on this
+#:   project's 2-core EPYC, the template at close to all of it.
 #: - ``cpp.enable_concat_linear``: products of one input by several weights (q, k, v; gate, up) become
 #:   one product by the weights stacked: 121 products per step of the built-in model instead of 211.
 #: The built-in 135M model's step (2 threads): 49.7 ms with MKL, 21.5 ms with the template, 17.4 ms
 #: with both (the weights read at 31 GB/s). On the small benchmark model at 32 rows the packed MKL
 #: product is faster again (12.0 against 15.4 ms per step); at 16 rows the two are level.
-TEMPLATE_OPTIONS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP", "cpp.enable_concat_linear": True}
+TEMPLATE_OPTIONS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN", "cpp.enable_concat_linear": True}
 TEMPLATE_ROWS = 16
 #: The ``CompileConfig`` fields passed on to ``torch.compile``.
 FIELDS = ("fullgraph", "dynamic", "backend", "mode", "options")
@@ -138,6 +142,44 @@ def check_compile_request(compile: Optional[bool], implementation: Optional[str]
                          "continue a StaticCache, or drop compile=True.")
 
 
+_template_first = contextvars.ContextVar("decoding_template_first", default=False)
+_registered = False
+
+
+def _keep_templates(choices: list) -> list:
+    """Inductor's preprocessing of one product's candidates: while :func:`template_first` is active,
+    only the C++ template's when there is one (a single candidate: nothing to benchmark), else all."""
+    if not _template_first.get():
+        return choices
+    from torch._inductor.codegen.cpp_template_kernel import CppTemplateCaller
+    return [choice for choice in choices if isinstance(choice, CppTemplateCaller)] or choices
+
+
+@contextlib.contextmanager
+def template_first(active: bool = True):
+    """While inductor compiles inside this block, a matrix product takes the C++ template whenever the
+    template applies (and ATEN's kernel otherwise), without benchmarking one against the other.
+
+    Outside the block (the reference's compiled path, a user's own ``torch.compile``) inductor selects
+    as it always does. Uses inductor's ``add_preprocessing_fn`` (torch 2.13); where a torch lacks it,
+    max-autotune benchmarks the template against ATEN's kernel instead (slower to compile, same result).
+    """
+    global _registered
+    if active and not _registered:
+        try:
+            from torch._inductor.select_algorithm import add_preprocessing_fn
+        except ImportError:
+            active = False
+        else:
+            add_preprocessing_fn(_keep_templates)
+            _registered = True
+    token = _template_first.set(bool(active))
+    try:
+        yield
+    finally:
+        _template_first.reset(token)
+
+
 def compiled_step(model: Any, options: dict[str, Any]) -> "CompiledStep":
     """The :class:`CompiledStep` of ``model.forward`` for ``options``, built once per model and options and
     kept on the model (with inductor's ``freezing``, built again once a weight has changed).
@@ -184,6 +226,8 @@ class CompiledStep:
     def __init__(self, model: Any, options: dict[str, Any]):
         self.function = torch.compile(_entry(model), **options)
         self.freezing = bool((options.get("options") or {}).get("freezing"))
+        self.template = (options.get("options") or {}).get("max_autotune_gemm_backends") == \
+            TEMPLATE_OPTIONS["max_autotune_gemm_backends"]     # our own options: the template wherever it applies
         self.seen: set = set()
         self._unmarked: Callable[[], Any] = lambda: None     # a weak reference to the cache last unmarked
         self._previous: Any = None                           # the signature and cache of the last call
@@ -207,12 +251,14 @@ class CompiledStep:
                 return self.function(**inputs)
         graphs, breaks = compile_count(), _graph_breaks()
         if key in self.seen:
-            out = self.function(**inputs)
+            with template_first(self.template):
+                out = self.function(**inputs)
         else:                            # a new shape may trace: with our recompile limit (and freezing)
             import torch._dynamo.config as dynamo_config
             import torch._inductor.config as inductor_config
             with dynamo_config.patch(recompile_limit=max(RECOMPILE_LIMIT, dynamo_config.recompile_limit)), \
-                    inductor_config.patch(freezing=self.freezing or inductor_config.freezing):
+                    inductor_config.patch(freezing=self.freezing or inductor_config.freezing), \
+                    template_first(self.template):
                 out = self.function(**inputs)
         if _graph_breaks() != breaks:
             self.untrusted = True       # several frames, each with its own guards: always check them

@@ -10,8 +10,8 @@ import torch
 import transformers
 
 import decoding
-from decoding.compiled import (BUCKET, bucket_length, compile_count, compile_options, compiled_step,
-                               wants_compile)
+from decoding.compiled import (BUCKET, CPU_OPTIONS, _keep_templates, bucket_length, compile_count, compile_options,
+                               compiled_step, template_first, wants_compile)
 from decoding.generation import prepare_call
 from tests.models import prompts, tiny_model
 
@@ -52,7 +52,7 @@ def test_compile_options_are_the_compile_configs_fields():
                                             "mode": "max-autotune"}
     with_options = compile_options(transformers.CompileConfig(options={"trace.enabled": False}), CPU)
     assert with_options["options"] == {"trace.enabled": False} and "mode" not in with_options
-    template = {"freezing": True, "cpp_wrapper": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP",
+    template = {"freezing": True, "cpp_wrapper": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
                 "cpp.enable_concat_linear": True}
     assert compile_options(None, CPU)["options"] == template and "mode" not in compile_options(None, CPU)
     assert compile_options(None, CPU, rows=16)["options"] == template
@@ -91,21 +91,29 @@ def test_a_model_with_its_own_hooks_is_compiled_through_call():
     assert not step.hookless and not step.trusted        # Python runs per step: guards always checked
 
 
+#: compile=True's CPU options without the C++ GEMM template (TEMPLATE_OPTIONS): for the tests of the compiled
+#: step's own mechanics (guards, freezing, cache marks), which do not depend on the products' kernels and
+#: compile faster this way; the template is tested by the agreement test and the Gemma 2 test.
+WITHOUT_TEMPLATE = {"fullgraph": False, "dynamic": False, "backend": "inductor", "options": dict(CPU_OPTIONS)}
+
+
 def test_repeated_steps_skip_the_guards_once_seen_to_pass_them():
     """The second step of a generation checks the guards and compiles nothing: later ones skip them,
     and a new prompt batch (the first step of the next call) is checked in full again."""
     import copy
     model = copy.deepcopy(tiny_model("llama"))
     ids, mask = prompts(2, 5)
-    first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True)
-    step = compiled_step(model, compile_options(None, CPU))
+    first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
+                              compile_config=WITHOUT_TEMPLATE)
+    step = compiled_step(model, compile_options(WITHOUT_TEMPLATE, CPU))
     assert step.hookless and len(step.trusted) == 1 and not step.untrusted
     eager = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, cache_implementation="static",
                               max_cache_len=BUCKET)
     assert torch.equal(first, eager)
     wider = prompts(3, 6)
     before = compile_count()
-    decoding.generate(model, wider[0], attention_mask=wider[1], max_new_tokens=6, compile=True)
+    decoding.generate(model, wider[0], attention_mask=wider[1], max_new_tokens=6, compile=True,
+                      compile_config=WITHOUT_TEMPLATE)
     assert compile_count() == before + 1 and len(step.trusted) == 2     # three rows: a graph of its own
 
 
@@ -129,12 +137,13 @@ def test_frozen_weights_are_constants_of_the_graph():
     model = copy.deepcopy(tiny_model("llama"))
     ids, mask = prompts(1, 4)
     common = dict(attention_mask=mask, max_new_tokens=4, compile=True, return_dict_in_generate=True,
-                  output_logits=True)
+                  output_logits=True, compile_config=WITHOUT_TEMPLATE)
     before = decoding.generate(model, ids, **common)
     with torch.no_grad():
         model.lm_head.weight.mul_(2)
     steps = model.__dict__["_decoding_compiled_steps"]
-    key, (step, _) = next(iter(steps.items()))
+    key = repr(sorted(compile_options(WITHOUT_TEMPLATE, CPU).items()))    # compiled_step's key of these options
+    step, _ = steps[key]
     steps[key] = (step, _weights_signature(model))          # keep the stale step on purpose
     stale = decoding.generate(model, ids, **common)
     assert torch.equal(stale.logits[0], 2 * before.logits[0])       # the prefill: eager, new weights
@@ -151,9 +160,9 @@ def test_a_new_cache_is_not_frozen_into_the_graph():
     model = tiny_model("llama")
     ids, mask = prompts(1, 6)
     first = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
-                              return_dict_in_generate=True)
+                              return_dict_in_generate=True, compile_config=WITHOUT_TEMPLATE)
     second = decoding.generate(model, ids, attention_mask=mask, max_new_tokens=6, compile=True,
-                               return_dict_in_generate=True)
+                               return_dict_in_generate=True, compile_config=WITHOUT_TEMPLATE)
     assert torch.equal(first.sequences, second.sequences)
     assert all(not hasattr(layer.keys, "_dynamo_static_input_type") for layer in second.past_key_values.layers)
 
@@ -272,3 +281,25 @@ def test_the_benchmark_section_has_the_side_by_side_table():
     assert [row.split(" | ")[0] for row in rows[1:]] == [f"| {name}" for name in bench.RUNS]
     assert "True" in section.markdown and "False" not in section.markdown
     assert all(value > 0 for value in section.figures.values()) and len(section.figures) == 4
+
+
+def test_products_take_the_cpp_template_where_it_applies_and_atens_kernel_elsewhere():
+    from torch._inductor.codegen.cpp_template_kernel import CppTemplateCaller
+    template, aten = object.__new__(CppTemplateCaller), object()
+    assert _keep_templates([aten, template]) == [aten, template]          # outside our compile: untouched
+    with template_first():
+        assert _keep_templates([aten, template]) == [template]            # one candidate: nothing benchmarked
+        assert _keep_templates([aten]) == [aten]                          # the template does not apply
+    with template_first(False):
+        assert _keep_templates([aten, template]) == [aten, template]
+    assert _keep_templates([aten, template]) == [aten, template]
+
+
+def test_a_model_whose_attention_products_the_template_does_not_take_still_compiles():
+    """Gemma 2's eager attention has products the C++ template refuses: they stay ATEN's (with the
+    template as the only backend, inductor would fail with NoValidChoicesError)."""
+    model = tiny_model("gemma2")
+    ids, mask = prompts(1, 0)
+    common = dict(attention_mask=mask, max_new_tokens=4, max_cache_len=BUCKET)
+    eager = decoding.generate(model, ids, cache_implementation="static", **common)
+    assert torch.equal(decoding.generate(model, ids, compile=True, **common), eager)
