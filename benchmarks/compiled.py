@@ -6,11 +6,13 @@ so machine noise hits all alike) and the best time of each is kept. Printed: ms 
 dynamo compiled (warm-up, then during the timed runs and for new prompt lengths: 0 means no
 recompilation), whether inductor's disk cache served the compilation (warm) or not (cold), the share
 of compiled tokens equal to the eager ones, the machine's memory bandwidth (a large tensor copy), the
-fraction of it one decode step reaches (weight bytes / step time / bandwidth), and the load average
+fraction of it one decode step reaches (weight bytes / decode step time / bandwidth; the decode step is
+timed off a streamer, from the first new token to the last), and the load average
 (the machine is shared: CPU time per token, the process's own, is printed beside wall time, since a
 loaded machine inflates the latter).
 
-Ours compiled is ``compile=True`` with its defaults (inductor with ``freezing`` on the CPU); the
+Ours compiled is ``compile=True`` with its defaults (on the CPU inductor with ``freezing`` and, at these
+batch sizes, its C++ GEMM template: ``decoding.compiled.TEMPLATE_OPTIONS``); the
 reference's compiled path is ``cache_implementation="static"`` with its default ``CompileConfig``
 (``_compile_all_devices=True``: the reference compiles on the CPU only when told), on the same
 static cache length (the bucket ``compile=True`` picks).

@@ -148,11 +148,13 @@ _registered = False
 
 def _keep_templates(choices: list) -> list:
     """Inductor's preprocessing of one product's candidates: while :func:`template_first` is active,
-    only the C++ template's when there is one (a single candidate: nothing to benchmark), else all."""
+    only the C++ template's when there is one (a single candidate: nothing to benchmark), else all
+    (ATEN's)."""
     if not _template_first.get():
         return choices
-    from torch._inductor.codegen.cpp_template_kernel import CppTemplateCaller
-    return [choice for choice in choices if isinstance(choice, CppTemplateCaller)] or choices
+    from torch._inductor.select_algorithm import ExternKernelCaller
+    # ATEN's kernels are the extern ones; the template's candidate may come wrapped (weight packing)
+    return [choice for choice in choices if not isinstance(choice, ExternKernelCaller)] or choices
 
 
 @contextlib.contextmanager

@@ -284,8 +284,8 @@ def test_the_benchmark_section_has_the_side_by_side_table():
 
 
 def test_products_take_the_cpp_template_where_it_applies_and_atens_kernel_elsewhere():
-    from torch._inductor.codegen.cpp_template_kernel import CppTemplateCaller
-    template, aten = object.__new__(CppTemplateCaller), object()
+    from torch._inductor.select_algorithm import ExternKernelCaller
+    template, aten = object(), object.__new__(ExternKernelCaller)     # the template's may come wrapped: not extern
     assert _keep_templates([aten, template]) == [aten, template]          # outside our compile: untouched
     with template_first():
         assert _keep_templates([aten, template]) == [template]            # one candidate: nothing benchmarked
@@ -303,3 +303,16 @@ def test_a_model_whose_attention_products_the_template_does_not_take_still_compi
     common = dict(attention_mask=mask, max_new_tokens=4, max_cache_len=BUCKET)
     eager = decoding.generate(model, ids, cache_implementation="static", **common)
     assert torch.equal(decoding.generate(model, ids, compile=True, **common), eager)
+
+
+def test_our_step_compiles_without_benchmarking_a_products_kernels(capfd):
+    """One candidate per product (the template's): inductor benchmarks nothing and prints no AUTOTUNE table."""
+    import copy
+    from torch._dynamo.utils import counters
+    model = copy.deepcopy(tiny_model("llama"))
+    model.__dict__.pop("_decoding_compiled_steps", None)
+    ids, mask = prompts(1, 7)
+    before = counters["inductor"]["select_algorithm_autotune"]
+    decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, compile=True)
+    assert counters["inductor"]["select_algorithm_autotune"] == before
+    assert "AUTOTUNE" not in capfd.readouterr().err
