@@ -226,7 +226,8 @@ _CACHE_KNOBS = (
 _COMPILE_KNOBS = (
     Knob("compile", STRATEGY, "beyond the reference: True compiles the decode step with torch.compile on a static "
          "cache (built when cache_implementation is unset; its length bucketed to a multiple of 64), on any device "
-         "(on the CPU with inductor's freezing and C++ wrapper); None: as the reference decides (docs/performance.md)", type=bool, check=check_bool, values="True, False",
+         "(on the CPU with inductor's freezing and C++ wrapper, and up to 16 rows its C++ GEMM template with q/k/v and "
+         "gate/up products concatenated); None: as the reference decides (docs/performance.md)", type=bool, check=check_bool, values="True, False",
          flag=False),
     Knob("compile_config", STRATEGY, "a transformers CompileConfig: its fullgraph, dynamic, backend, mode and "
          "options go to torch.compile; it compiles by itself on an accelerator, or with _compile_all_devices, as the "
