@@ -182,6 +182,69 @@ def template_first(active: bool = True):
         _template_first.reset(token)
 
 
+_cacheable_class: Any = None
+
+
+def _cacheable_cpp_wrapper() -> Any:
+    """Inductor's C++ wrapper code generator (the CPU's, for ``cpp_wrapper``), changed so that its C++
+    source no longer names the frozen weights' identities (``hash(tensor)``, an address that differs
+    in every process): only their device, dtype, shape and strides stay there, and the identities move
+    to the Python module around it, where they keep two models' steps apart in one process.
+
+    Inductor keys its compiled C++ on the source text: with the identities in it, every process
+    compiled the same wrapper again (about 7 s of the C++ compiler for the tests' tiny model, a step
+    of the built-in model's minute and a half). Without them, a graph compiled once is loaded from
+    inductor's disk cache by every later process. The source is otherwise the same.
+    """
+    global _cacheable_class
+    if _cacheable_class is None:
+        from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+
+        class CacheableCppWrapper(CppWrapperCpu):
+            @staticmethod
+            def create(is_subgraph: bool, subgraph_name: Any, parent_wrapper: Any,
+                       partition_signatures: Any = None) -> "CacheableCppWrapper":
+                return CacheableCppWrapper()
+
+            def write_constant(self, name: str, hashed: str) -> None:
+                description, _, identity = hashed.rpartition(" ")
+                self.header.writeline(f"// {name} {description}")
+                self.__dict__.setdefault("_identities", []).append(f"# {name} {identity}")
+
+            def generate_end(self, result: Any) -> None:
+                super().generate_end(result)
+                for line in self.__dict__.get("_identities", []):    # Python, after the C++ source
+                    result.writeline(line)
+
+        _cacheable_class = CacheableCppWrapper
+    return _cacheable_class
+
+
+@contextlib.contextmanager
+def cacheable_wrapper(active: bool = True):
+    """While inductor compiles inside this block, the CPU's C++ wrapper is :func:`_cacheable_cpp_wrapper`'s
+    (where inductor's registry holds its own ``CppWrapperCpu``; anything else is left alone)."""
+    if not active:
+        yield
+        return
+    try:
+        from torch._inductor.codegen.common import device_codegens, init_backend_registration
+        from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+        init_backend_registration()
+        entry = device_codegens["cpu"]
+    except (ImportError, KeyError):
+        yield
+        return
+    if entry.cpp_wrapper_codegen is not CppWrapperCpu:
+        yield
+        return
+    entry.cpp_wrapper_codegen = _cacheable_cpp_wrapper()
+    try:
+        yield
+    finally:
+        entry.cpp_wrapper_codegen = CppWrapperCpu
+
+
 def compiled_step(model: Any, options: dict[str, Any]) -> "CompiledStep":
     """The :class:`CompiledStep` of ``model.forward`` for ``options``, built once per model and options and
     kept on the model (with inductor's ``freezing``, built again once a weight has changed).
@@ -230,6 +293,7 @@ class CompiledStep:
         self.freezing = bool((options.get("options") or {}).get("freezing"))
         self.template = (options.get("options") or {}).get("max_autotune_gemm_backends") == \
             TEMPLATE_OPTIONS["max_autotune_gemm_backends"]     # our own options: the template wherever it applies
+        self.cpp_wrapper = bool((options.get("options") or {}).get("cpp_wrapper"))
         self.seen: set = set()
         self._unmarked: Callable[[], Any] = lambda: None     # a weak reference to the cache last unmarked
         self._previous: Any = None                           # the signature and cache of the last call
@@ -253,14 +317,14 @@ class CompiledStep:
                 return self.function(**inputs)
         graphs, breaks = compile_count(), _graph_breaks()
         if key in self.seen:
-            with template_first(self.template):
+            with template_first(self.template), cacheable_wrapper(self.cpp_wrapper):
                 out = self.function(**inputs)
         else:                            # a new shape may trace: with our recompile limit (and freezing)
             import torch._dynamo.config as dynamo_config
             import torch._inductor.config as inductor_config
             with dynamo_config.patch(recompile_limit=max(RECOMPILE_LIMIT, dynamo_config.recompile_limit)), \
                     inductor_config.patch(freezing=self.freezing or inductor_config.freezing), \
-                    template_first(self.template):
+                    template_first(self.template), cacheable_wrapper(self.cpp_wrapper):
                 out = self.function(**inputs)
         if _graph_breaks() != breaks:
             self.untrusted = True       # several frames, each with its own guards: always check them

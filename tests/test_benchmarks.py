@@ -65,6 +65,13 @@ def test_the_suite_writes_every_part(tmp_path, builtin_dir):
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert verdicts(report) and set(verdicts(report)) == {"True"}, report
     assert "total wall time" in result.stdout
+    compiled = report[report.index("## The compiled path"):]                # its side-by-side table, four runs
+    compiled = compiled[:compiled.index("\n## ")]
+    runs = [line.split(" | ")[0][2:] for line in compiled.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert runs == ["ours eager", "ours compiled", "reference eager", "reference compiled"], compiled
+    for workload in ("greedy", "sampling"):
+        for other in ("reference eager", "reference compiled"):
+            assert f"| compiled | small {workload}: ours compiled / {other} |" in report, report
 
     readme = tmp_path / "README.md"                 # --readme: the README's figures block from this report
     readme.write_text((ROOT / "README.md").read_text())

@@ -1,8 +1,8 @@
 """The compiled path (decoding/compiled.py): when a call compiles, with what options, how often, and how
 close its tokens stay to the eager static path's.
 
-Compiling with inductor costs seconds per graph, so the equivalence cases are a fixed list (two row
-counts, one cache bucket: two graphs for the whole file), not hypothesis examples.
+Compiling with inductor costs seconds per graph, so the equivalence cases are a fixed list (three row
+counts, one cache bucket: three graphs), not hypothesis examples.
 """
 
 import pytest
@@ -129,11 +129,18 @@ def test_a_changed_weight_compiles_again_with_frozen_weights():
     assert compiled_step(model, options) is not first
 
 
-def test_frozen_weights_are_constants_of_the_graph():
+def test_frozen_weights_are_constants_of_the_graph(monkeypatch):
     """Freezing really takes effect (dynamo must trace with inductor's ``freezing`` set): a step kept past an
-    in-place weight change still computes with the old weights, while the eager prefill sees the new ones."""
+    in-place weight change still computes with the old weights, while the eager prefill sees the new ones.
+
+    The step compiled again for the new weights has the same C++ source (no weight's address in it: a
+    later process loads it from inductor's disk cache), and each step keeps its own weights."""
     import copy
+    from torch._inductor.codecache import CppWrapperCodeCache
     from decoding.compiled import _weights_signature
+    sources, load = [], CppWrapperCodeCache.load_pybinding
+    monkeypatch.setattr(CppWrapperCodeCache, "load_pybinding",
+                        lambda *args, **kwargs: sources.append(kwargs["main_code"]) or load(*args, **kwargs))
     model = copy.deepcopy(tiny_model("llama"))
     ids, mask = prompts(1, 4)
     common = dict(attention_mask=mask, max_new_tokens=4, compile=True, return_dict_in_generate=True,
@@ -152,6 +159,9 @@ def test_frozen_weights_are_constants_of_the_graph():
     steps[key] = (step, None)                                       # as compiled_step left it: stale
     fresh = decoding.generate(model, ids, **common)                 # compiled_step builds a new step
     assert torch.allclose(fresh.logits[1], 2 * before.logits[1], rtol=1e-4, atol=1e-4)
+    assert len(sources) == 2 and sources[0] == sources[1] and "_frozen_param0 device(type='cpu')" in sources[0]
+    steps[key] = (step, _weights_signature(model))                  # the first step again: still its own weights
+    assert torch.equal(decoding.generate(model, ids, **common).logits[1], before.logits[1])
 
 
 def test_a_new_cache_is_not_frozen_into_the_graph():
@@ -208,10 +218,16 @@ CASES = [(batch, seed, kwargs) for seed in range(4) for batch, kwargs in [
 ]] + [(6, 0, dict(num_beams=3))]
 
 
-def test_compiled_tokens_agree_with_the_eager_static_path():
+def test_compiled_tokens_agree_with_the_eager_static_path(capfd):
     """Inductor's kernels may round differently: the largest logit difference and the share of identical
-    tokens are reported (-s), the share must be at least 99%, and where the logits are equal, so are the tokens."""
+    tokens are reported (-s), the share must be at least 99%, and where the logits are equal, so are the tokens.
+
+    The model's steps compile here (those of earlier tests dropped), with one candidate per product where
+    the template applies: inductor benchmarks nothing and prints no AUTOTUNE table."""
+    from torch._dynamo.utils import counters
     model = tiny_model("llama")
+    model.__dict__.pop("_decoding_compiled_steps", None)
+    autotuned = counters["inductor"]["select_algorithm_autotune"]
     same = total = 0
     largest = 0.0
     for batch, seed, kwargs in CASES:
@@ -227,6 +243,8 @@ def test_compiled_tokens_agree_with_the_eager_static_path():
         largest = max(largest, difference)
         if difference == 0:
             assert torch.equal(eager.sequences, compiled.sequences)
+    assert counters["inductor"]["select_algorithm_autotune"] == autotuned
+    assert "AUTOTUNE" not in capfd.readouterr().err
     both = [repr(sorted(compile_options(None, CPU, rows).items())) for rows in (1, 18)]   # both kinds of product ran
     assert both[0] != both[1] and all(key in model._decoding_compiled_steps for key in both)
     print(f"compiled vs eager static: {same}/{total} tokens identical ({100 * same / total:.1f}%), largest logit "
@@ -269,20 +287,6 @@ def test_the_eager_path_never_runs_the_compiled_step():
                                          cache_implementation="static", compile=False), reference)
 
 
-def test_the_benchmark_section_has_the_side_by_side_table():
-    """benchmarks/compiled.py's part of ``python -m benchmarks``, quick: the four implementations, their
-    ratios among the figures, the eager tokens equal to the reference's."""
-    import pathlib
-    import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-    import compiled as bench
-    section = bench.section(quick=True)
-    rows = [line for line in section.markdown.splitlines() if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in rows[1:]] == [f"| {name}" for name in bench.RUNS]
-    assert "True" in section.markdown and "False" not in section.markdown
-    assert all(value > 0 for value in section.figures.values()) and len(section.figures) == 4
-
-
 def test_products_take_the_cpp_template_where_it_applies_and_atens_kernel_elsewhere():
     from torch._inductor.select_algorithm import ExternKernelCaller
     template, aten = object(), object.__new__(ExternKernelCaller)     # the template's may come wrapped: not extern
@@ -303,16 +307,3 @@ def test_a_model_whose_attention_products_the_template_does_not_take_still_compi
     common = dict(attention_mask=mask, max_new_tokens=4, max_cache_len=BUCKET)
     eager = decoding.generate(model, ids, cache_implementation="static", **common)
     assert torch.equal(decoding.generate(model, ids, compile=True, **common), eager)
-
-
-def test_our_step_compiles_without_benchmarking_a_products_kernels(capfd):
-    """One candidate per product (the template's): inductor benchmarks nothing and prints no AUTOTUNE table."""
-    import copy
-    from torch._dynamo.utils import counters
-    model = copy.deepcopy(tiny_model("llama"))
-    model.__dict__.pop("_decoding_compiled_steps", None)
-    ids, mask = prompts(1, 7)
-    before = counters["inductor"]["select_algorithm_autotune"]
-    decoding.generate(model, ids, attention_mask=mask, max_new_tokens=3, compile=True)
-    assert counters["inductor"]["select_algorithm_autotune"] == before
-    assert "AUTOTUNE" not in capfd.readouterr().err
