@@ -10,8 +10,8 @@ import torch
 import transformers
 
 import decoding
-from decoding.compiled import (BUCKET, CPU_OPTIONS, _keep_templates, bucket_length, compile_count, compile_options,
-                               compiled_step, template_first, wants_compile)
+from decoding.compiled import (BUCKET, CPU_OPTIONS, _keep_templates, bucket_length, cacheable_wrapper, compile_count,
+                               compile_options, compiled_step, template_first, templates_parsed_once, wants_compile)
 from decoding.generation import prepare_call
 from tests.models import prompts, tiny_model
 
@@ -307,3 +307,22 @@ def test_a_model_whose_attention_products_the_template_does_not_take_still_compi
     common = dict(attention_mask=mask, max_new_tokens=4, max_cache_len=BUCKET)
     eager = decoding.generate(model, ids, cache_implementation="static", **common)
     assert torch.equal(decoding.generate(model, ids, compile=True, **common), eager)
+
+
+def test_compile_time_helpers_act_only_inside_their_block():
+    """templates_parsed_once keeps one parsed Jinja template per source; cacheable_wrapper puts its C++
+    wrapper generator in inductor's registry. Both put back what was there when the block ends."""
+    from torch._inductor.codegen.common import KernelTemplate, device_codegens, init_backend_registration
+    from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+    source = "{{ rows }} x {{ columns }}"
+    assert KernelTemplate._template_from_string(source) is not KernelTemplate._template_from_string(source)
+    with templates_parsed_once():
+        parsed = KernelTemplate._template_from_string(source)
+        assert KernelTemplate._template_from_string(source) is parsed
+        assert parsed.render(rows=2, columns=3) == "2 x 3"
+    assert KernelTemplate._template_from_string(source) is not parsed
+    init_backend_registration()
+    with cacheable_wrapper():
+        assert issubclass(device_codegens["cpu"].cpp_wrapper_codegen, CppWrapperCpu)
+        assert device_codegens["cpu"].cpp_wrapper_codegen is not CppWrapperCpu
+    assert device_codegens["cpu"].cpp_wrapper_codegen is CppWrapperCpu
