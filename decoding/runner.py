@@ -101,7 +101,8 @@ class ModelRunner:
             prefill continues it: ``attention_mask`` then covers the whole sequence (the cached
             positions too), and :meth:`prefill` is given either the whole sequence or only the new tokens.
         output_attentions / output_hidden_states: ask the model for them; the latest forward's
-            output stays in ``last_output``.
+            output stays in ``last_output`` until the rows move (:meth:`select`, :meth:`reorder`) or the
+            next forward starts (None from then on: it is not kept alive through either).
         croppable: keep the whole history of sliding-window layers until the next :meth:`crop`, so
             that :meth:`crop` works once a row is longer than the window (costs that memory).
         model_kwargs: the caller's model inputs (``token_type_ids``, ``position_ids``, ``logits_to_keep``,
@@ -138,6 +139,7 @@ class ModelRunner:
             self._prompt_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0).to(self.device)
         self._last_position = self._prompt_positions[:, -1:]
         self._tokens: Optional[torch.Tensor] = None  # all tokens, only kept when use_cache=False
+        self.last_output: Any = None                 # the latest forward's output (see output_attentions)
         forward = getattr(model, "forward", model)
         self._extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(forward).parameters else {}
         if self.inputs.logits_to_keep is not None:
@@ -198,6 +200,7 @@ class ModelRunner:
             # the compiled step guards on exact strides: give it freshly laid out tensors (no recompiles)
             forward, input_ids, position_ids = self.decode_forward, _fresh(input_ids), _fresh(position_ids)
             kwargs = {name: _fresh(value) for name, value in kwargs.items()}
+        self.last_output = None      # the previous output (its logits) is not kept alive through this forward
         out = forward(input_ids=input_ids, position_ids=position_ids, use_cache=self.use_cache,
                          return_dict=True, **kwargs)
         self.last_output = out
@@ -255,6 +258,7 @@ class ModelRunner:
         The cache (or, without one, the token history), the mask and the positions all follow.
         """
         rows = rows.to(device=self.device, dtype=torch.long)
+        self.last_output = None      # its rows are the old ones (and, freed now, it is not held through the move)
         self.inputs.select(rows, self.rows)
         self._select_history(rows)
         self._mask = self._mask.index_select(0, rows)
@@ -268,6 +272,7 @@ class ModelRunner:
         and the positions are per row and equal for the rows of one prompt, and beam search only moves
         rows within a prompt, so :meth:`select`'s three other copies would change nothing.
         """
+        self.last_output = None      # freed before the cache is copied, as the reference deletes its outputs
         self._select_history(beam_rows.to(self.device))
 
     def _select_history(self, rows: torch.Tensor) -> None:

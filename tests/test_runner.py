@@ -273,3 +273,34 @@ def test_the_runner_records_no_autograd_graph_outside_generate():
     logits = runner.prefill(ids)
     assert not logits.requires_grad
     assert not runner.step(logits.argmax(-1)).requires_grad
+
+
+def test_the_last_output_is_not_held_through_a_forward_or_a_move_of_the_rows():
+    """The reference deletes a step's model output before it reorders the cache and before the next
+    forward: its logits (``[rows, vocab]``) are then not part of the peak. The runner lets go of
+    ``last_output`` at the same points, and keeps it in between (for the strategies' records)."""
+    model = tiny_model("llama")
+    ids, mask = prompts(2, 0)
+    runner = ModelRunner(model, mask, max_length=ids.shape[1] + 4)
+    held_during_forward = []
+    original = model.forward
+
+    def forward(**kwargs):
+        held_during_forward.append(runner.last_output)
+        return original(**kwargs)
+
+    model.forward = forward
+    try:
+        runner.prefill(ids)
+        assert runner.last_output is not None
+        runner.step(torch.tensor([5, 6]))
+        assert runner.last_output is not None
+        runner.reorder(torch.tensor([1, 0]))
+        assert runner.last_output is None
+        runner.step(torch.tensor([5, 6]))
+        runner.select(torch.tensor([0, 0, 1]))
+        assert runner.last_output is None
+        runner.step(torch.tensor([5, 6, 7]))
+    finally:
+        del model.forward
+    assert held_during_forward == [None] * 4
