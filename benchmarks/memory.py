@@ -138,10 +138,26 @@ def early_eos_rows(model: Any, ids: torch.LongTensor, new_tokens: int, repeats: 
     return rows
 
 
+def tensor_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Run ``fn`` once; the most bytes of tensors alive at one time while it ran (torch.profiler's memory
+    events: each allocation and free of a CPU tensor, added up in order). Unlike the resident-memory
+    peak, it does not depend on the allocator or on what ran before: the same call gives the same figure."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"]
+    alive = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):     # stable: same-time events in order
+        alive += event.nbytes()                                          # negative for a free
+        peak = max(peak, alive)
+    return peak
+
+
 def long_peaks(model: Any, ids: torch.LongTensor, new_tokens: int, rounds: int) -> list:
-    """Per strategy of :data:`LONG`: ``(strategy, peak MiB by implementation, same tokens)``. Each round runs
-    the reference then ours, the next one ours then the reference (what a first run leaves resident must
-    not favour the second); the least peak of each over the rounds."""
+    """Per strategy of :data:`LONG`: ``(strategy, peak MiB by implementation, tensor peak MiB by
+    implementation, same tokens)``. Each round runs the reference then ours, the next one ours then the
+    reference (what a first run leaves resident must not favour the second); the least peak of each over
+    the rounds. The tensor peak (:func:`tensor_peak_bytes`) comes from one more run of each."""
     rows = []
     for strategy, knobs in LONG.items():
         kwargs = dict(knobs, max_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
@@ -151,7 +167,9 @@ def long_peaks(model: Any, ids: torch.LongTensor, new_tokens: int, rounds: int) 
                 peaks[implementation].append(peak_growth_mib(lambda: outputs.__setitem__(
                     implementation, generate(implementation, model, ids, **kwargs))))
         mib = {name: None if None in values else min(values) for name, values in peaks.items()}
-        rows.append((strategy, mib, torch.equal(outputs["reference"], outputs["ours"])))
+        tensors = {name: tensor_peak_bytes(lambda: generate(name, model, ids, **kwargs)) / 2 ** 20
+                   for name in ("reference", "ours")}
+        rows.append((strategy, mib, tensors, torch.equal(outputs["reference"], outputs["ours"])))
     return rows
 
 
@@ -170,20 +188,25 @@ def section(quick: bool) -> Section:
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.randint(3, vocab, (2, 16), generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
+    rounds = 2 if quick else 3
     lines = [f"Model: {name}; torch threads 1; prompts of 16 tokens. Peak MiB: how far one run raised the "
              "process's peak resident memory (Linux VmHWM, reset before each run after freed memory is handed "
-             "back to the system), the least of 4 runs each, alternating which goes first. The same call's peak "
-             "varies from run to run (by up to a third for beam search, allocator noise): read a ratio near 1 as "
-             "level.", "",
+             f"back to the system), the least of {rounds} runs each, alternating which goes first. The same call's "
+             "peak varies from run to run (by up to a third for beam search, allocator noise): read a ratio near "
+             "1 as level. Tensor peak MiB: the most bytes of tensors alive at one time in one more run "
+             "(torch.profiler's memory events), the same in every run of the same call.", "",
              f"Long generation, batch 2, {long_tokens} new tokens, no eos:", "",
-             "| strategy | reference peak MiB | ours peak MiB | ours / reference | same tokens |",
-             "|---|---:|---:|---:|---|"]
-    worst = 0.0
-    for strategy, mib, same in long_peaks(model, ids, long_tokens, rounds=2 if quick else 4):
+             "| strategy | reference peak MiB | ours peak MiB | ours / reference | reference tensor peak MiB | "
+             "ours tensor peak MiB | ours / reference (tensors) | same tokens |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    worst = worst_tensors = 0.0
+    for strategy, mib, tensors, same in long_peaks(model, ids, long_tokens, rounds=rounds):
         ratio = mib["ours"] / mib["reference"] if mib["ours"] is not None and mib["reference"] else None
-        worst = max(worst, ratio or 0.0)
+        tensor_ratio = tensors["ours"] / tensors["reference"]
+        worst, worst_tensors = max(worst, ratio or 0.0), max(worst_tensors, tensor_ratio)
         lines.append(f"| {strategy} | {cell(mib['reference'], 0, 1)} | {cell(mib['ours'], 0, 1)} | "
-                     f"{cell(ratio, 0, 2)} | {same} |")
+                     f"{cell(ratio, 0, 2)} | {tensors['reference']:.3f} | {tensors['ours']:.3f} | "
+                     f"{tensor_ratio:.4f} | {same} |")
     print(f"  long generations: {time.perf_counter() - start:.0f} s", flush=True)
     lines += ["", f"A huge limit (max_new_tokens={huge_limit:,}) with an eos that ends the run within a few steps, "
               "batch 1 (buffers must grow with the generation, not be sized to the limit):", "",
@@ -209,6 +232,7 @@ def section(quick: bool) -> Section:
               + ", ".join(f"{strategy} {same}" for strategy, same in figures["same"].items()) + "."]
     return Section("Memory", "\n".join(lines), {
         "long generation peak, ours/reference, worst strategy": worst,
+        "long generation tensor peak, ours/reference, worst strategy": worst_tensors,
         f"max_new_tokens={huge_limit:,} with early eos, ours peak MiB, worst": huge,
         f"RSS growth over {calls} calls MiB": growth,
     })

@@ -111,13 +111,18 @@ def test_greedy_and_sampling_match_the_reference_with_a_huge_limit():
         assert torch.equal(run(model, ids, 3, max_new_tokens=10**8, **kwargs), reference)
 
 
-def test_buffers_still_reach_a_long_generation():
-    """Many doublings later the tokens are still the reference's (no eos, 70 tokens)."""
+def test_buffers_still_reach_a_long_generation(buffer_widths):
+    """Many doublings later the tokens are still the reference's (no eos, 70 tokens), and no buffer has
+    doubled past the call's max_length (the reference's own tensors end exactly that wide)."""
     model = tiny_model("gpt2")
     ids, mask = prompts(2, 4)
     for knobs in ({}, dict(num_beams=2)):
         kwargs = dict(attention_mask=mask, max_new_tokens=70, eos_token_id=None, pad_token_id=PAD, **knobs)
         assert torch.equal(decoding.generate(model, ids, **kwargs), model.generate(ids, **kwargs))
+    widths = buffer_widths()
+    assert widths["mask"] and widths["sequences"] and widths["beams"]
+    for kind in ("mask", "sequences", "beams"):
+        assert all(width <= ids.shape[1] + 70 for width in widths[kind]), (kind, widths[kind])
     one = dict(max_new_tokens=70, eos_token_id=None, pad_token_id=PAD, prompt_lookup_num_tokens=2)
     assert torch.equal(decoding.generate(model, ids[:1, -3:], **one), model.generate(ids[:1, -3:], **one))
 

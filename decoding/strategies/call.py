@@ -121,7 +121,8 @@ class PreparedCall:
         state = SequenceState(prompt_ids, self.criteria, self.pad, self.streamer if stream else None,
                               output_scores=self.wants("scores"), output_logits=self.wants("logits"),
                               output_attentions=self.wants("attentions"),
-                              output_hidden_states=self.wants("hidden_states"), capacity=self.prompt_length + 1)
+                              output_hidden_states=self.wants("hidden_states"), capacity=self.prompt_length + 1,
+                              limit=self.max_length)
         self.keep_partial(lambda: state.sequences.clone())
         state.observer = self.tracer
         return state

@@ -60,13 +60,17 @@ class SequenceState(StepOutputs):
         output_scores / output_logits: record the processed scores / raw logits of every step.
         capacity: initial width of the token buffer; it doubles whenever it is full, so memory follows
             the tokens generated, never ``max_length``.
+        limit: the width the buffer need never pass (the call's ``max_length``): a doubling stops there
+            (appending past it still works, one more doubling at a time).
     """
 
     def __init__(self, prompt_ids: torch.LongTensor, criteria: StoppingCriteriaList,
                  pad_token_id: Optional[torch.Tensor], streamer: Any = None,
                  output_scores: bool = False, output_logits: bool = False, capacity: int = 0,
-                 output_attentions: bool = False, output_hidden_states: bool = False):
+                 output_attentions: bool = False, output_hidden_states: bool = False,
+                 limit: Optional[int] = None):
         rows, prompt_len = prompt_ids.shape
+        self.limit = limit
         self._buffer = prompt_ids.new_empty(rows, max(capacity, prompt_len + 1))
         self._buffer[:, :prompt_len] = prompt_ids
         self.length = prompt_len
@@ -94,7 +98,9 @@ class SequenceState(StepOutputs):
         if self.pad_token_id is not None:
             tokens = torch.where(self.unfinished, tokens, self.pad_token_id)
         if self.length == self._buffer.shape[1]:
-            grown = self._buffer.new_empty(self._buffer.shape[0], 2 * self.length)
+            width = 2 * self.length if self.limit is None or self.length >= self.limit else min(2 * self.length,
+                                                                                                 self.limit)
+            grown = self._buffer.new_empty(self._buffer.shape[0], width)
             grown[:, :self.length] = self._buffer
             self._buffer = grown
         self._buffer[:, self.length] = tokens
