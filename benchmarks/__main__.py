@@ -100,7 +100,7 @@ def machine(quick: bool) -> list[str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return [
         f"- machine: {cpu_model()}, {cores} cores usable ({os.cpu_count()} CPUs), "
-        f"memory bandwidth {rate / 1e9:.1f} GB/s (a {64 if quick else 512} MB tensor copy, read + write)",
+        f"memory bandwidth {rate / 1e9:.1f} GB/s (reading a {64 if quick else 512} MB tensor: common.bandwidth)",
         f"- torch threads: {torch.get_num_threads()} by default (each part sets its own: see its text)",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}; decoding at commit {commit()}",

@@ -5,7 +5,7 @@ so machine noise hits all alike) and the best time of each is kept. Printed: ms 
 (> 1: ours compiled is faster), the time of the first compiled call (compilation included), the graphs
 dynamo compiled (warm-up, then during the timed runs and for new prompt lengths: 0 means no
 recompilation), whether inductor's disk cache served the compilation (warm) or not (cold), the share
-of compiled tokens equal to the eager ones, the machine's memory bandwidth (a large tensor copy), the
+of compiled tokens equal to the eager ones, the machine's memory bandwidth (reading a large tensor: ``common.bandwidth``), the
 fraction of it one decode step reaches (weight bytes / decode step time / bandwidth; the decode step is
 timed off a streamer, from the first new token to the last), and the load average
 (the machine is shared: CPU time per token, the process's own, is printed beside wall time, since a
@@ -199,7 +199,7 @@ def section(quick: bool) -> Section:
         ids = torch.randint(3, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
         rate = bandwidth()
         small = run_model(model, ids, new_tokens, repeats, ("greedy", "sampling"))
-        parts += [f"**{name}**, batch 1, {new_tokens} new tokens, best of {repeats}; memory bandwidth (tensor copy, "
+        parts += [f"**{name}**, batch 1, {new_tokens} new tokens, best of {repeats}; memory bandwidth (read, "
                   f"1 thread) {rate / 1e9:.1f} GB/s; load average {_load()}", "", table(small, weight_bytes(model), rate),
                   "", *[f"- {line}" for line in summary(small)], ""]
         for workload, r in small.items():
@@ -216,7 +216,7 @@ def section(quick: bool) -> Section:
             builtin = run_model(model, ids, 32, 4, ("greedy",), lengths=(23,))    # compilation dominates
             weights = weight_bytes(model)
             parts += [f"**Built-in model** (SmolLM2-135M, float32, {weights / 1e6:.0f} MB of weights, 2 threads), "
-                      f"batch 1, 32 new tokens, best of 4; memory bandwidth (tensor copy, 2 threads) "
+                      f"batch 1, 32 new tokens, best of 4; memory bandwidth (read, 2 threads) "
                       f"{rate / 1e9:.1f} GB/s, so a step cannot take less than {weights / rate * 1000:.1f} ms; load "
                       f"average {_load()}", "", table(builtin, weights, rate), "",
                       *[f"- {line}" for line in summary(builtin)], ""]
@@ -230,7 +230,7 @@ def section(quick: bool) -> Section:
     parts.append("Wall ms/token: a whole call (its eager prefill included) / new tokens, CPU ms/token of this "
                  "process in brackets; decode step: from the first new token to the last, read off a streamer (the "
                  "prefill left out); best of the alternating repeats. Bandwidth fraction: weight bytes / decode step "
-                 "/ the tensor-copy bandwidth. Under load, read the ratios and CPU times, not the wall times.")
+                 "/ the read bandwidth. Under load, read the ratios and CPU times, not the wall times.")
     return Section(title="The compiled path (compile=True)", markdown="\n".join(parts), figures=figures)
 
 
@@ -247,7 +247,7 @@ def main() -> None:
     rate = bandwidth()
     print(f"model: {name}; batch {args.batch}; {args.new_tokens} new tokens; torch threads "
           f"{torch.get_num_threads()}; torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {_load()}; memory bandwidth (tensor copy) {rate / 1e9:.1f} GB/s")
+    print(f"machine: {os.cpu_count()} CPUs, load average {_load()}; memory bandwidth (read) {rate / 1e9:.1f} GB/s")
     results = run_model(model, ids, args.new_tokens, args.repeats, tuple(WORKLOADS))
     print()
     print(table(results, weight_bytes(model), rate))
