@@ -188,7 +188,7 @@ def section(quick: bool) -> Section:
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.randint(3, vocab, (2, 16), generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
-    rounds = 2 if quick else 3
+    rounds = 2
     lines = [f"Model: {name}; torch threads 1; prompts of 16 tokens. Peak MiB: how far one run raised the "
              "process's peak resident memory (Linux VmHWM, reset before each run after freed memory is handed "
              f"back to the system), the least of {rounds} runs each, alternating which goes first. The same call's "
