@@ -203,8 +203,7 @@ def _cacheable_cpp_wrapper() -> Any:
 
         class CacheableCppWrapper(CppWrapperCpu):
             @staticmethod
-            def create(is_subgraph: bool, subgraph_name: Any, parent_wrapper: Any,
-                       partition_signatures: Any = None) -> "CacheableCppWrapper":
+            def create(*args: Any, **kwargs: Any) -> "CacheableCppWrapper":    # as CppWrapperCpu.create
                 return CacheableCppWrapper()
 
             def write_constant(self, name: str, hashed: str) -> None:
@@ -228,15 +227,15 @@ def cacheable_wrapper(active: bool = True):
     if not active:
         yield
         return
-    try:
+    try:              # inductor's internals (torch 2.13): where they differ, inductor's own wrapper stays
         from torch._inductor.codegen.common import device_codegens, init_backend_registration
         from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
         init_backend_registration()
         entry = device_codegens["cpu"]
-    except (ImportError, KeyError):
-        yield
-        return
-    if entry.cpp_wrapper_codegen is not CppWrapperCpu:
+        ours = entry.cpp_wrapper_codegen is CppWrapperCpu and "write_constant" in vars(CppWrapperCpu)
+    except Exception:
+        ours = False
+    if not ours:
         yield
         return
     entry.cpp_wrapper_codegen = _cacheable_cpp_wrapper()
