@@ -17,7 +17,7 @@ SHORT_RUNS = {
     "precision.py": ["--help"],
     "scaling.py": ["--help"],
     "compiled.py": ["--help"],
-    "speculative.py": ["--new-tokens", "6", "--repeats", "1", "--threads", "1", "--exit-layer", "28", "--no-tasks"],
+    "speculative.py": ["--new-tokens", "6", "--repeats", "1", "--threads", "2", "--exit-layer", "28", "--no-tasks"],
     "memory.py": ["--new-tokens", "1000", "--repeats", "1", "--threads", "1"],
     "chat_cache.py": ["--turns", "2", "--new-tokens", "4", "--repeats", "1", "--threads", "1"],
     "long_use.py": ["--calls", "8", "--threads", "1"],
