@@ -12,6 +12,7 @@ from typing import Any, Optional
 import torch
 
 from ..outputs import GenerateOutput
+from ..runner import widened
 from ..stopping import StoppingCriteriaList
 from ..versions import CACHE_KEYWORD
 
@@ -97,12 +98,8 @@ class SequenceState(StepOutputs):
             self.observer.appended(self, tokens)
         if self.pad_token_id is not None:
             tokens = torch.where(self.unfinished, tokens, self.pad_token_id)
-        if self.length == self._buffer.shape[1]:
-            width = 2 * self.length if self.limit is None or self.length >= self.limit else min(2 * self.length,
-                                                                                                 self.limit)
-            grown = self._buffer.new_empty(self._buffer.shape[0], width)
-            grown[:, :self.length] = self._buffer
-            self._buffer = grown
+        limit = self.limit if self.limit is not None and self.limit > self.length else 2 * self.length
+        self._buffer = widened(self._buffer, self.length + 1, limit, 0)    # doubles when full, up to limit
         self._buffer[:, self.length] = tokens
         self.length += 1
         self.unfinished &= ~self.criteria(self.sequences, self.scores_so_far())
